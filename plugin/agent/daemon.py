@@ -1,0 +1,94 @@
+"""``cilium-py-agent``: the foreground daemon (systemd style).
+
+Start-up order matters: configuration errors exit 2 naming the key; missing
+prerequisites exit 1 with what to do; only then is the socket bound. The agent object is
+built inside gunicorn's worker, so the process that serves requests is the one that owns
+the state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from ..config import AgentConfig, ConfigError, load_config
+from ..logs import get_logger, setup_logging
+from . import prereqs
+
+log = get_logger("daemon")
+
+
+def _agent_already_running(path: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def build_worker_app(config: AgentConfig):  # type: ignore[no-untyped-def]
+    """Create the agent and its Flask app; runs in the gunicorn worker."""
+    from ..api.app import create_app
+    from .agent import Agent
+
+    setup_logging(config.log_format, config.log_level)
+    agent = Agent(config)
+    build_worker_app.agent = agent  # type: ignore[attr-defined]
+    log.info("agent ready", extra={"fields": {"socket": config.socket}})
+    return create_app(agent)
+
+
+def _stop_worker_agent() -> None:
+    agent = getattr(build_worker_app, "agent", None)
+    if agent is not None:
+        agent.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"cilium-py-agent: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_format, config.log_level)
+
+    failing = [c for c in prereqs.run_all(config.bpf_root) if not c.ok]
+    if failing:
+        for check in failing:
+            log.error(check.message, extra={"fields": {"check": check.name}})
+            print(f"cilium-py-agent: cannot start: {check.message}", file=sys.stderr)
+        return 1
+    if _agent_already_running(config.socket):
+        msg = f"another agent is already serving {config.socket}"
+        print(f"cilium-py-agent: cannot start: {msg}", file=sys.stderr)
+        return 1
+
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    from .server import AgentServer, prepare_socket_dir
+
+    prepare_socket_dir(config.socket)
+    log.info(
+        "starting agent",
+        extra={"fields": {"socket": config.socket, "state_dir": config.state_dir}},
+    )
+    server = AgentServer(
+        lambda: build_worker_app(config),
+        config.socket,
+        config.threads,
+        on_exit=_stop_worker_agent,
+    )
+    server.run()  # returns or exits when SIGTERM/SIGINT stop the master
+    log.info("agent stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Routes about the agent itself: health, configuration and the API document."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+
+from .schemas import ConfigSchema, HealthSchema, dump_checked
+
+bp = Blueprint("health", __name__)
+
+
+def _agent() -> Any:
+    return current_app.config["AGENT"]
+
+
+@bp.get("/v1/healthz")
+def healthz() -> Any:
+    doc = dump_checked(HealthSchema(), _agent().health())
+    resp = jsonify(doc)
+    resp.status_code = 200 if doc["status"] != "failure" else 503
+    return resp
+
+
+@bp.get("/v1/config")
+def config() -> Any:
+    return jsonify(dump_checked(ConfigSchema(), _agent().config))
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("cilium_py.api").joinpath("openapi.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@bp.get("/v1/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())

@@ -1,0 +1,58 @@
+"""marshmallow schemas for the agent's own API documents (health, config)."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+STATUSES = ("ok", "degraded", "failure")
+
+
+class SubsystemStatusSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    message = fields.String(load_default="")
+    details = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    version = fields.String(required=True)
+    uptime_seconds = fields.Float(required=True, data_key="uptime-seconds")
+    subsystems = fields.Dict(
+        keys=fields.String(), values=fields.Nested(SubsystemStatusSchema), required=True
+    )
+
+
+class ConfigSchema(Schema):
+    """The effective configuration, with the flag names as keys."""
+
+    state_dir = fields.String(data_key="state-dir", required=True)
+    socket = fields.String(required=True)
+    bpf_root = fields.String(data_key="bpf-root", required=True)
+    store = fields.String(required=True)
+    log_format = fields.String(data_key="log-format", required=True)
+    log_level = fields.String(data_key="log-level", required=True)
+    ipv4_pool = fields.String(data_key="ipv4-pool", allow_none=True)
+    ipv6_pool = fields.String(data_key="ipv6-pool", allow_none=True)
+    router_device = fields.String(data_key="router-device")
+    masquerade = fields.Boolean()
+    enforcement = fields.String()
+    allow_host_ingress = fields.Boolean(data_key="allow-host-ingress")
+    threads = fields.Integer()
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    fields = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+def dump_checked(schema: Schema, obj: object) -> dict:
+    """Serialise a response and validate it against the same schema.
+
+    Catching a malformed response here, rather than in a client, keeps the OpenAPI
+    document and the real answers from drifting apart.
+    """
+    data = schema.dump(obj)
+    errors = schema.validate(data)
+    if errors:
+        raise ValueError(f"response does not match {type(schema).__name__}: {errors}")
+    return data
