@@ -6,6 +6,10 @@ may open the same file (the agent and, in tests, workers hammering compare-and-s
 SQLite's own locking serialises writers, and ``BEGIN IMMEDIATE`` takes the write lock
 up front so a compare-and-swap cannot interleave with another writer.
 
+SQLite's locks are POSIX locks owned by the process, so a store must not be open
+across a ``fork()``: open it in the process that uses it (the agent opens it inside
+its gunicorn worker) and close it before forking helpers.
+
 Watches poll a change log table by revision; that keeps the backend free of threads
 and works across processes, at the cost of ``poll_interval`` latency.
 """
@@ -55,13 +59,12 @@ class SQLiteStore(Store):
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+        if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
-            self._local.pid = os.getpid()
         return conn
 
     class _Tx:
@@ -75,7 +78,7 @@ class SQLiteStore(Store):
         def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
             if exc_type is None:
                 self.conn.execute("COMMIT")
-            else:
+            elif self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
 
     def _tx(self) -> SQLiteStore._Tx:
@@ -182,4 +185,4 @@ class SQLiteStore(Store):
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+        self._local.conn = None

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# cilium-py set-up for a fresh Debian/Ubuntu machine.
+#
+#   sudo packaging/install.sh start   install what is missing and start the agent
+#   sudo packaging/install.sh test    install test dependencies and run the whole suite
+#   sudo packaging/install.sh deps    only install (apt, venv, pip, headers link, bpffs)
+#   sudo packaging/install.sh stop    stop an agent started by 'start' without systemd
+#
+# The code goes into a virtualenv (/opt/cilium-py/venv by default, CILIUM_PY_VENV to
+# change it) built from Debian's python3; bcc (python3-bpfcc) is linked into it.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+VENV="${CILIUM_PY_VENV:-/opt/cilium-py/venv}"
+PY=/usr/bin/python3
+RUN_DIR=/var/run/cilium-py
+LOG_DIR=/var/log/cilium-py
+KREL="$(uname -r)"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (sudo $0 $*)"
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    if [ -z "${_APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        _APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_headers() {
+    # bcc compiles against /lib/modules/$(uname -r)/build. Prefer the running kernel's
+    # own headers package; when the kernel has none (custom or cloud kernels), point
+    # bcc at the newest installed Debian linux-headers.
+    local build="/lib/modules/$KREL/build"
+    [ -d "$build/include" ] && return 0
+    if apt-cache show "linux-headers-$KREL" >/dev/null 2>&1; then
+        apt_install "linux-headers-$KREL"
+    fi
+    [ -d "$build/include" ] && return 0
+    apt_install "linux-headers-$(dpkg --print-architecture)"
+    local arch_dir common_dir
+    arch_dir="$(ls -d /usr/src/linux-headers-*-"$(dpkg --print-architecture)" 2>/dev/null | sort -V | tail -1)"
+    common_dir="$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1)"
+    [ -n "$arch_dir" ] || die "no linux-headers found under /usr/src"
+    log "linking $build -> $arch_dir (no packaged headers for $KREL)"
+    mkdir -p "/lib/modules/$KREL"
+    ln -sfn "$arch_dir" "$build"
+    [ -n "$common_dir" ] && ln -sfn "$common_dir" "/lib/modules/$KREL/source"
+    return 0
+}
+
+mount_bpffs() {
+    if ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
+        log "mounting the BPF filesystem at /sys/fs/bpf"
+        mkdir -p /sys/fs/bpf
+        mount -t bpf bpf /sys/fs/bpf
+    fi
+}
+
+make_venv() {
+    local extras="$1" editable="$2"
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtualenv $VENV"
+        mkdir -p "$(dirname "$VENV")"
+        "$PY" -m venv "$VENV"
+    fi
+    log "pip install cilium-py$extras"
+    local target="$REPO$extras"
+    if [ "$editable" = 1 ]; then
+        "$VENV/bin/pip" install -q -e "$target"
+    else
+        "$VENV/bin/pip" install -q "$target"
+    fi
+    # bcc is Debian's python3-bpfcc: make exactly that package importable from the venv.
+    local site
+    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    mkdir -p "$VENV/lib/bcc-dist"
+    ln -sfn /usr/lib/python3/dist-packages/bcc "$VENV/lib/bcc-dist/bcc"
+    echo "$VENV/lib/bcc-dist" > "$site/cilium_py_bcc.pth"
+    for tool in cilium-py-agent cilium-py cilium-py-cni; do
+        [ -x "$VENV/bin/$tool" ] && ln -sfn "$VENV/bin/$tool" "/usr/local/bin/$tool"
+    done
+    mkdir -p /opt/cni/bin
+    ln -sfn "$VENV/bin/cilium-py-cni" /opt/cni/bin/cilium-py-cni
+}
+
+deps() {
+    apt_install python3 python3-venv python3-pip python3-bpfcc iproute2 iptables ca-certificates
+    install_headers
+    mount_bpffs
+}
+
+wait_healthy() {
+    local sock="${CILIUM_PY_SOCKET:-$RUN_DIR/cilium.sock}"
+    for _ in $(seq 1 100); do
+        if CILIUM_PY_SOCK="$sock" "$VENV/bin/cilium-py" status >/dev/null 2>&1; then
+            CILIUM_PY_SOCK="$sock" "$VENV/bin/cilium-py" status
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "the agent did not become healthy; see $LOG_DIR/agent.log or journalctl -u cilium-py-agent"
+}
+
+start() {
+    deps
+    make_venv "" 0
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    if [ -d /run/systemd/system ]; then
+        log "installing systemd units"
+        install -m 0644 "$HERE/systemd/cilium-py-agent.service" "$HERE/systemd/sys-fs-bpf.mount" \
+            /etc/systemd/system/
+        systemctl daemon-reload
+        systemctl enable --now cilium-py-agent.service
+    else
+        if [ -f "$RUN_DIR/agent.pid" ] && kill -0 "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null; then
+            log "agent already running (pid $(cat "$RUN_DIR/agent.pid"))"
+        else
+            log "no systemd: starting cilium-py-agent in the background (log $LOG_DIR/agent.log)"
+            nohup "$VENV/bin/cilium-py-agent" >>"$LOG_DIR/agent.log" 2>&1 &
+            echo $! > "$RUN_DIR/agent.pid"
+        fi
+    fi
+    wait_healthy
+}
+
+stop() {
+    if [ -d /run/systemd/system ] && systemctl is-active -q cilium-py-agent.service; then
+        systemctl stop cilium-py-agent.service
+    elif [ -f "$RUN_DIR/agent.pid" ]; then
+        kill "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null || true
+        rm -f "$RUN_DIR/agent.pid"
+    fi
+}
+
+test_deps() {
+    deps
+    apt_install iperf3 busybox-static procps
+    make_venv "[test]" 1
+}
+
+run_tests() {
+    test_deps
+    cd "$REPO"
+    log "running the test suite"
+    "$VENV/bin/python" -m pytest tests "$@"
+}
+
+case "${1:-start}" in
+    start) start ;;
+    stop) stop ;;
+    deps) deps; make_venv "" 0 ;;
+    --link-headers|headers) install_headers ;;
+    test) shift; run_tests "$@" ;;
+    *) die "usage: $0 start|stop|test|deps|--link-headers" ;;
+esac

@@ -1,0 +1,151 @@
+"""Shared fixtures: a running agent in a test-made node namespace.
+
+Everything a fixture makes carries a unique ``cpyt-`` name and is removed by that name
+at teardown, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+AGENT = str(VENV_BIN / "cilium-py-agent")
+CLI = str(VENV_BIN / "cilium-py")
+
+
+def nsenter(netns: str) -> list[str]:
+    """Command prefix that runs a program in a named network namespace."""
+    return ["nsenter", f"--net=/var/run/netns/{netns}", "--"]
+
+
+def unique(prefix: str = "cpyt") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (this machine runs the suite as an unprivileged user)")
+
+
+@dataclass
+class RunningAgent:
+    """An agent process started for one test, and how to reach it."""
+
+    netns: str
+    state_dir: str
+    socket: str
+    bpf_root: str
+    proc: subprocess.Popen
+    log_path: str
+    extra_args: list[str] = field(default_factory=list)
+
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
+        env = dict(os.environ, CILIUM_PY_SOCK=self.socket)
+        return subprocess.run(
+            [CLI, *args], env=env, capture_output=True, text=True, check=check, timeout=timeout
+        )
+
+    def in_netns(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run([*nsenter(self.netns), *cmd], **kw)
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text()
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def wait_for_socket(agent: RunningAgent, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {agent.proc.returncode}:\n{agent.log()}")
+        if os.path.exists(agent.socket):
+            res = agent.cli("status", "-o", "json")
+            if res.returncode in (0, 1) and res.stdout.strip().startswith("{"):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"agent did not come up in {timeout}s:\n{agent.log()}")
+
+
+def start_agent(netns: str, workdir: str, bpf_root: str, *extra: str,
+                state_dir: str | None = None) -> RunningAgent:
+    state_dir = state_dir or os.path.join(workdir, "state")
+    sock = os.path.join(workdir, "agent.sock")
+    log_path = os.path.join(workdir, "agent.log")
+    logf = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    # nsenter switches only the network namespace; `ip netns exec` would also remount
+    # /sys and hide the BPF filesystem from the agent.
+    cmd = [*nsenter(netns), AGENT, "--state-dir", state_dir, "--socket", sock,
+           "--bpf-root", bpf_root, "--log-level", "debug", *extra]
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+    logf.close()
+    agent = RunningAgent(netns, state_dir, sock, bpf_root, proc, log_path, list(extra))
+    wait_for_socket(agent)
+    return agent
+
+
+@pytest.fixture
+def node_netns() -> Iterator[str]:
+    """A test-made "node" namespace with loopback up."""
+    require_root()
+    name = unique("cpyt-node")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def bpf_root() -> Iterator[str]:
+    require_root()
+    path = f"/sys/fs/bpf/{unique()}"
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="cpyt-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def agent(node_netns: str, workdir: str, bpf_root: str) -> Iterator[RunningAgent]:
+    """A real cilium-py-agent running inside its own node namespace."""
+    running = start_agent(node_netns, workdir, bpf_root)
+    try:
+        yield running
+    finally:
+        running.stop()
