@@ -146,7 +146,7 @@ stop() {
 
 test_deps() {
     deps
-    apt_install iperf3 busybox-static procps
+    apt_install iperf3 busybox-static procps iputils-ping netcat-openbsd
     make_venv "[test]" 1
 }
 

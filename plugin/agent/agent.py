@@ -13,6 +13,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import AgentConfig
+from ..endpoint import plumbing
+from ..endpoint.manager import EndpointManager
+from ..endpoint.masquerade import Masquerade
+from ..identity import IdentityAllocator
+from ..ipam import IPAM
 from ..logs import get_logger
 from ..store import Store, open_store
 from . import prereqs
@@ -23,13 +28,45 @@ HealthProbe = Callable[[], dict[str, Any]]
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, store: Store | None = None, datapath: Any = None
+    ) -> None:
         self.config = config
         self.started = time.monotonic()
         self.store = store or open_store(config.store, config.state_dir)
         self._probes: dict[str, HealthProbe] = {}
         self.register_probe("store", self._store_health)
         self.register_probe("datapath-prerequisites", self._prereq_health)
+        self.ipam = IPAM(self.store, config.ipv4_pool, config.ipv6_pool)
+        self.identities = IdentityAllocator(self.store)
+        self.datapath = datapath
+        self.masquerade: Masquerade | None = None
+        self.endpoints = EndpointManager(self.store, self.ipam, self.identities, datapath)
+        self.node_started = False
+
+    def start_node(self) -> None:
+        """Take over the node: router device, masquerade, datapath, restored endpoints.
+
+        Kept out of ``__init__`` so API unit tests can build an Agent without touching
+        the kernel.
+        """
+        cfg = self.config
+        router = plumbing.ensure_router_device(
+            cfg.router_device,
+            str(self.ipam.router(4)) if self.ipam.enabled(4) else None,
+            str(self.ipam.router(6)) if self.ipam.enabled(6) else None,
+            cfg.ipv4_pool,
+            cfg.ipv6_pool,
+        )
+        log.info("router device ready", extra={"fields": router})
+        if cfg.masquerade:
+            self.masquerade = Masquerade(ipv4_pool=cfg.ipv4_pool, ipv6_pool=cfg.ipv6_pool)
+            self.masquerade.install()
+        if self.datapath is not None:
+            self.datapath.start()
+        summary = self.endpoints.restore()
+        log.info("endpoints restored", extra={"fields": summary})
+        self.node_started = True
 
     def register_probe(self, name: str, probe: HealthProbe) -> None:
         """Subsystems add themselves to /v1/healthz as they come up."""
@@ -67,5 +104,15 @@ class Agent:
         }
 
     def shutdown(self) -> None:
+        """Stop serving; endpoints, programs and pinned maps stay so traffic keeps
+        flowing while the agent restarts. Only the netfilter rules are taken away,
+        as dockerd's FORWARD policy expects of a well-behaved plugin."""
         log.info("agent stopping")
+        if self.masquerade is not None:
+            try:
+                self.masquerade.remove()
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.exception("removing masquerade rules failed")
+        if self.datapath is not None:
+            self.datapath.close()
         self.store.close()

@@ -40,10 +40,25 @@ def build_worker_app(config: AgentConfig):  # type: ignore[no-untyped-def]
     from .agent import Agent
 
     setup_logging(config.log_format, config.log_level)
-    agent = Agent(config)
+    agent = Agent(config, datapath=make_datapath(config))
     build_worker_app.agent = agent  # type: ignore[attr-defined]
+    agent.start_node()
     log.info("agent ready", extra={"fields": {"socket": config.socket}})
     return create_app(agent)
+
+
+def make_datapath(config: AgentConfig):  # type: ignore[no-untyped-def]
+    """The BPF datapath, compiled once for this agent start."""
+    try:
+        from ..datapath import Datapath
+    except ImportError:  # the datapath package is still being built
+        log.warning("BPF datapath unavailable; endpoints get plumbing only")
+        return None
+    return Datapath(
+        config.bpf_root,
+        ipv4=bool(config.ipv4_pool),
+        ipv6=bool(config.ipv6_pool),
+    )
 
 
 def _stop_worker_agent() -> None:

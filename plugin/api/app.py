@@ -23,4 +23,6 @@ def create_app(agent: Any) -> Flask:
 
 def extra_blueprints() -> list[Any]:
     """Blueprints of later subsystems; kept in one list so the app has one shape."""
-    return []
+    from . import bpf, endpoints
+
+    return [endpoints.bp, bpf.bp]

@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import status
+from . import bpf, endpoint, status
 from .client import AgentClient, CLIError, default_socket
 
-COMMANDS = [status]
+COMMANDS = [status, endpoint, bpf]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,53 @@
+"""``cilium-py bpf endpoint|ct|drops list``: the pinned maps as the datapath sees them."""
+
+from __future__ import annotations
+
+import argparse
+
+from .client import AgentClient
+from .output import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("bpf", help="inspect the BPF maps")
+    bsub = p.add_subparsers(dest="bpf_map", metavar="MAP")
+    bsub.required = True
+    for name, func, helptext in (
+        ("endpoint", run_endpoints, "local endpoint map"),
+        ("ct", run_ct, "connection tracking table"),
+        ("drops", run_drops, "drop counters per reason"),
+    ):
+        mp = bsub.add_parser(name, help=helptext)
+        msub = mp.add_subparsers(dest="bpf_cmd", metavar="list")
+        msub.required = True
+        lst = msub.add_parser("list", parents=[parent], help=f"list the {helptext}")
+        lst.set_defaults(func=func)
+
+
+def _table(rows: list[dict], out_format: str) -> int:
+    if out_format == "json":
+        print_json(rows)
+        return 0
+    if not rows:
+        print("(empty)")
+        return 0
+    headers = list(rows[0].keys())
+    print_table([h.upper() for h in headers], [[r.get(h) for h in headers] for r in rows])
+    return 0
+
+
+def run_endpoints(args: argparse.Namespace, client: AgentClient) -> int:
+    return _table(client.get("/v1/bpf/endpoint"), args.output)
+
+
+def run_ct(args: argparse.Namespace, client: AgentClient) -> int:
+    return _table(client.get("/v1/bpf/ct"), args.output)
+
+
+def run_drops(args: argparse.Namespace, client: AgentClient) -> int:
+    counters = client.get("/v1/bpf/drops")
+    if args.output == "json":
+        print_json(counters)
+        return 0
+    print_table(("REASON", "PACKETS"), sorted(counters.items()))
+    return 0

@@ -1,0 +1,303 @@
+"""The endpoint manager: attach, detach and restore container interfaces.
+
+Attach runs forwards (addresses -> identity -> veth and addresses in the container ->
+map entries and programs) and every step registers its undo, so a failure at any
+point unwinds what was done and leaves no veth, address or map entry behind. The store
+record is written before the kernel work starts ("not-ready") so that an agent killed
+midway finds the half-made endpoint on restart and finishes or removes it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from ..errors import CiliumPyError, Conflict, InvalidInput, NotFound
+from ..identity import IdentityAllocator
+from ..ipam import IPAM
+from ..labels import LabelSet
+from ..labels.label import LabelError
+from ..labels.reserved import ReservedIdentity
+from ..logs import get_logger
+from ..store import Store
+from . import hostside, plumbing
+from .endpoint import Endpoint
+
+log = get_logger("endpoint")
+
+KEY_PREFIX = "cilium-py/endpoints/"
+# IPAM owners of addresses held before their endpoint exists (libnetwork's IPAM driver
+# asks for an address first); an endpoint that requests such an address adopts it.
+RESERVATION_PREFIX = "reservation/"
+
+
+class Datapath(Protocol):
+    def attach_endpoint(self, ep: Endpoint) -> None: ...
+    def detach_endpoint(self, ep: Endpoint) -> None: ...
+
+
+def parse_labels(labels: list[str]) -> LabelSet:
+    try:
+        return LabelSet.parse(labels)
+    except LabelError as exc:
+        raise InvalidInput(f"invalid label: {exc}", {"labels": str(exc)}) from exc
+
+
+class EndpointManager:
+    def __init__(
+        self,
+        store: Store,
+        ipam: IPAM,
+        identities: IdentityAllocator,
+        datapath: Datapath | None,
+        on_change: Callable[[Endpoint, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.ipam = ipam
+        self.identities = identities
+        self.datapath = datapath
+        self.on_change = on_change
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._cache: dict[str, Endpoint] = {}
+        self._cache_lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, ep_id: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault(ep_id, threading.Lock())
+        with lock:
+            yield
+
+    def _save(self, ep: Endpoint) -> None:
+        self.store.put(KEY_PREFIX + ep.id, ep.to_json())
+        with self._cache_lock:
+            self._cache[ep.id] = ep
+
+    def _forget(self, ep_id: str) -> None:
+        self.store.delete(KEY_PREFIX + ep_id)
+        with self._cache_lock:
+            self._cache.pop(ep_id, None)
+
+    def _load(self, ep_id: str) -> Endpoint | None:
+        with self._cache_lock:
+            cached = self._cache.get(ep_id)
+        if cached is not None:
+            return cached
+        kv = self.store.get(KEY_PREFIX + ep_id)
+        return Endpoint.from_json(kv.value) if kv else None
+
+    def _notify(self, ep: Endpoint, event: str) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(ep, event)
+            except Exception:  # noqa: BLE001 - a listener must not break attach
+                log.exception("endpoint change listener failed")
+
+    # -- queries -------------------------------------------------------------------
+
+    def get(self, ep_id: str) -> Endpoint:
+        ep = self._load(ep_id)
+        if ep is None:
+            raise NotFound(f"endpoint {ep_id} not found", {"id": ep_id})
+        return ep
+
+    def list(self) -> list[Endpoint]:
+        with self._cache_lock:
+            return sorted(self._cache.values(), key=lambda e: e.id)
+
+    # -- attach --------------------------------------------------------------------
+
+    def create(self, ep_id: str, req: dict[str, Any]) -> tuple[Endpoint, bool]:
+        """Attach an endpoint; returns (endpoint, created). Idempotent per request."""
+        labels = parse_labels(req.get("labels") or [])
+        with self._locked(ep_id):
+            existing = self._load(ep_id)
+            if existing is not None:
+                same = (
+                    existing.netns == req.get("netns")
+                    and existing.docker == bool(req.get("docker"))
+                    and existing.interface_name == req["interface_name"]
+                    and existing.container_id == req.get("container_id", "")
+                )
+                if same and existing.state == "ready":
+                    return existing, False
+                if not same:
+                    raise Conflict(
+                        f"endpoint {ep_id} exists with another netns, interface or container",
+                        {"id": ep_id},
+                    )
+                # A half-made endpoint from an earlier try: remove it and start over.
+                self._teardown(existing)
+            return self._attach(ep_id, req, labels), True
+
+    def _attach(self, ep_id: str, req: dict[str, Any], labels: LabelSet) -> Endpoint:
+        docker = bool(req.get("docker"))
+        if not docker and not plumbing.netns_alive(req["netns"]):
+            raise InvalidInput(
+                f"network namespace {req['netns']} does not exist or is not a network namespace",
+                {"netns": req["netns"]},
+            )
+        ep = Endpoint(
+            id=ep_id,
+            netns=req.get("netns"),
+            docker=docker,
+            interface_name=req["interface_name"],
+            container_id=req.get("container_id", ""),
+            container_name=req.get("container_name", ""),
+            labels=labels.strings(),
+            enforcement=req.get("enforcement"),
+            host_interface=plumbing.host_ifname(ep_id),
+        )
+        undo: list[Callable[[], Any]] = []
+        try:
+            requested = req.get("addressing") or {}
+            for family, key in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
+                fam = 4 if family == socket.AF_INET else 6
+                if not self.ipam.enabled(fam):
+                    if requested.get(key):
+                        raise InvalidInput(f"IPv{fam} is turned off on this node", {key: "off"})
+                    continue
+                wanted = requested.get(key)
+                if wanted:
+                    holder = self.ipam.owner_of(wanted)
+                    if holder is not None and holder.startswith(RESERVATION_PREFIX):
+                        self.ipam.release(wanted)
+                addr = self.ipam.allocate(fam, ep_id, wanted)
+                undo.append(lambda a=addr: self.ipam.release(a, ep_id))
+                ep.addressing[key] = str(addr)
+                ep.gateway[key] = str(self.ipam.router(fam))
+            self._save(ep)
+            undo.append(lambda: self._forget(ep_id))
+            ep.identity = self._identity_for(labels, ep_id)
+            undo.append(lambda: self.identities.release(ep.identity, ep_id))
+            if docker:
+                info, ep.container_interface = hostside.create_docker_link(
+                    ep_id, ep.ipv4, ep.ipv6, ep.gateway.get("ipv6"))
+            else:
+                info = plumbing.create_endpoint_link(
+                    ep_id, ep.netns, ep.interface_name,
+                    ipv4=ep.ipv4, ipv6=ep.ipv6,
+                    gw4=ep.gateway.get("ipv4"), gw6=ep.gateway.get("ipv6"),
+                )
+            undo.append(lambda: plumbing.delete_endpoint_link(info.host_ifname, ep.ipv4, ep.ipv6))
+            ep.host_interface = info.host_ifname
+            ep.ifindex = info.host_ifindex
+            ep.host_mac = info.host_mac
+            ep.mac = info.container_mac
+            ep.routes = plumbing.container_routes(ep.gateway.get("ipv4"), ep.gateway.get("ipv6"))
+            if self.datapath is not None:
+                self.datapath.attach_endpoint(ep)
+                undo.append(lambda: self.datapath.detach_endpoint(ep))  # type: ignore[union-attr]
+            ep.state = "ready"
+            self._save(ep)
+        except BaseException as exc:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - keep unwinding
+                    log.exception("rollback step failed", extra={"fields": {"id": ep_id}})
+            if isinstance(exc, CiliumPyError):
+                log.warning("endpoint attach refused: %s", exc.message,
+                            extra={"fields": {"id": ep_id}})
+            raise
+        log.info("endpoint ready", extra={"fields": {
+            "id": ep_id, "ifindex": ep.ifindex, "ipv4": ep.ipv4, "ipv6": ep.ipv6,
+            "identity": ep.identity}})
+        self._notify(ep, "created")
+        return ep
+
+    def _identity_for(self, labels: LabelSet, ep_id: str) -> int:
+        if not labels:
+            return int(ReservedIdentity.INIT)
+        return self.identities.allocate(labels, ep_id)
+
+    # -- detach --------------------------------------------------------------------
+
+    def delete(self, ep_id: str) -> Endpoint:
+        with self._locked(ep_id):
+            ep = self._load(ep_id)
+            if ep is None:
+                raise NotFound(f"endpoint {ep_id} not found", {"id": ep_id})
+            ep.state = "disconnecting"
+            self._save(ep)
+            self._teardown(ep)
+        log.info("endpoint deleted", extra={"fields": {"id": ep_id}})
+        self._notify(ep, "deleted")
+        return ep
+
+    def _teardown(self, ep: Endpoint) -> None:
+        if self.datapath is not None and ep.ifindex:
+            self.datapath.detach_endpoint(ep)
+        if ep.host_interface:
+            plumbing.delete_endpoint_link(ep.host_interface, ep.ipv4, ep.ipv6)
+        self.ipam.release_owner(ep.id)
+        if ep.identity:
+            self.identities.release(ep.identity, ep.id)
+        self._forget(ep.id)
+
+    # -- labels --------------------------------------------------------------------
+
+    def set_labels(self, ep_id: str, labels: list[str]) -> Endpoint:
+        parsed = parse_labels(labels)
+        with self._locked(ep_id):
+            ep = self.get(ep_id)
+            old_identity = ep.identity
+            ep.state = "regenerating"
+            ep.labels = parsed.strings()
+            ep.identity = self._identity_for(parsed, ep_id)
+            if self.datapath is not None:
+                self.datapath.attach_endpoint(ep)
+            ep.state = "ready"
+            self._save(ep)
+            if old_identity != ep.identity:
+                self.identities.release(old_identity, ep_id)
+        self._notify(ep, "labels")
+        return ep
+
+    # -- restore -------------------------------------------------------------------
+
+    def restore(self) -> dict[str, int]:
+        """Bring back every stored endpoint; clean up what is half-made or orphaned."""
+        restored = removed = 0
+        for kv in self.store.list(KEY_PREFIX):
+            ep = Endpoint.from_json(kv.value)
+            alive = (
+                ep.state in ("ready", "regenerating")
+                and (ep.docker or plumbing.netns_alive(ep.netns or ""))
+                and plumbing.link_state(ep.host_interface) is not None
+            )
+            if not alive:
+                log.info("removing stale endpoint", extra={"fields": {"id": ep.id}})
+                try:
+                    self._teardown(ep)
+                except Exception:  # noqa: BLE001
+                    log.exception("cleanup of stale endpoint failed")
+                    self._forget(ep.id)
+                removed += 1
+                continue
+            state = plumbing.link_state(ep.host_interface)
+            if state is not None:
+                ep.ifindex = state["ifindex"]
+            if self.datapath is not None:
+                self.datapath.attach_endpoint(ep)
+            ep.state = "ready"
+            self._save(ep)
+            restored += 1
+        known = {ep.host_interface for ep in self.list()}
+        for link in plumbing.list_host_links("lxc"):
+            if link["ifname"] not in known:
+                log.info("removing orphaned veth", extra={"fields": {"ifname": link["ifname"]}})
+                plumbing.delete_endpoint_link(link["ifname"])
+                removed += 1
+        owners = {ep.id for ep in self.list()}
+        for address, owner in self.ipam.allocations().items():
+            if owner not in owners:
+                self.ipam.release(address)
+                removed += 1
+        return {"restored": restored, "removed": removed}

@@ -1,0 +1,98 @@
+"""The endpoint document: the API's request and answer, and the stored record.
+
+The field names are the API contract that the Docker and CNI adapters rely on, so the
+schemas here are the single place they are spelled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+ENDPOINT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+STATES = ("ready", "regenerating", "disconnecting", "not-ready")
+
+
+def check_endpoint_id(value: str) -> str:
+    """Caller-chosen ids appear in URLs and store keys: URL-safe, at most 128 chars."""
+    if not ENDPOINT_ID.match(value or ""):
+        raise ValidationError(
+            "endpoint id must be 1-128 characters of A-Z a-z 0-9 . _ ~ -"
+        )
+    return value
+
+
+class AddressingSchema(Schema):
+    ipv4 = fields.String(allow_none=True, load_default=None)
+    ipv6 = fields.String(allow_none=True, load_default=None)
+
+
+class EndpointRequestSchema(Schema):
+    """Body of ``PUT /v1/endpoint/{id}``."""
+
+    netns = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=4096)
+    )
+    # libnetwork moves the interface itself: with "docker" the container end stays in
+    # the host namespace under a temporary name, answered as "container-interface".
+    docker = fields.Boolean(load_default=False)
+    interface_name = fields.String(
+        data_key="interface-name", load_default="eth0", validate=validate.Length(min=1)
+    )
+    container_id = fields.String(data_key="container-id", load_default="")
+    container_name = fields.String(data_key="container-name", load_default="")
+    labels = fields.List(fields.String(), load_default=list)
+    addressing = fields.Nested(AddressingSchema, load_default=dict)
+    enforcement = fields.String(
+        load_default=None, allow_none=True,
+        validate=validate.OneOf(("default", "always", "never")),
+    )
+
+    @validates("netns")
+    def _netns_absolute(self, value: str | None, **_: object) -> None:
+        if value is not None and not value.startswith("/"):
+            raise ValidationError("netns must be an absolute path such as /var/run/netns/x")
+
+    @validates_schema
+    def _netns_or_docker(self, data: dict, **_: object) -> None:
+        if not data.get("netns") and not data.get("docker"):
+            raise ValidationError("netns is required", "netns")
+
+
+class RouteSchema(Schema):
+    family = fields.Integer()
+    dst = fields.String()
+    gateway = fields.String(allow_none=True)
+    scope = fields.String()
+
+
+class EndpointSchema(Schema):
+    """The endpoint model answered by the API and kept in the store."""
+
+    id = fields.String(required=True)
+    container_id = fields.String(data_key="container-id")
+    container_name = fields.String(data_key="container-name")
+    interface_name = fields.String(data_key="interface-name")
+    netns = fields.String()
+    host_interface = fields.String(data_key="host-interface")
+    container_interface = fields.String(data_key="container-interface", allow_none=True)
+    ifindex = fields.Integer()
+    mac = fields.String()
+    host_mac = fields.String(data_key="host-mac")
+    addressing = fields.Nested(AddressingSchema)
+    gateway = fields.Nested(AddressingSchema)
+    routes = fields.List(fields.Nested(RouteSchema))
+    labels = fields.List(fields.String())
+    identity = fields.Integer()
+    enforcement = fields.String(allow_none=True)
+    state = fields.String(validate=validate.OneOf(STATES))
+    policy_revision = fields.Integer(data_key="policy-revision")
+
+
+class LabelsPatchSchema(Schema):
+    """Body of ``PATCH /v1/endpoint/{id}/labels``: the new full label list, or a delta."""
+
+    labels = fields.List(fields.String(), load_default=None)
+    add = fields.List(fields.String(), load_default=list)
+    delete = fields.List(fields.String(), load_default=list)

@@ -1,0 +1,5 @@
+"""Numeric identities for label sets, allocated in the store."""
+
+from .allocator import IdentityAllocator
+
+__all__ = ["IdentityAllocator"]
