@@ -59,6 +59,16 @@ class RunningAgent:
             [CLI, *args], env=env, capture_output=True, text=True, check=check, timeout=timeout
         )
 
+    def api(self, method: str, path: str, body: object = None, timeout: float = 60):
+        """One REST call to the agent; returns the requests Response."""
+        from urllib.parse import quote
+
+        import requests_unixsocket
+
+        url = "http+unix://" + quote(self.socket, safe="") + path
+        with requests_unixsocket.Session() as session:
+            return session.request(method, url, json=body, timeout=timeout)
+
     def in_netns(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run([*nsenter(self.netns), *cmd], **kw)
 

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Drops: every dropped packet is counted per reason (pinned per-CPU array,
+ * survives agent restarts) and reported as one perf event for the monitor.
+ * The reason codes are part of the agent's API: keep them in sync with
+ * plugin/datapath/maps.py (DropReason).
+ */
+#ifndef CPY_DROP_H
+#define CPY_DROP_H
+
+#include "lib/common.h"
+#include "lib/metrics.h"
+
+#define DROP_INVALID_SMAC 1	/* source MAC is not the endpoint's */
+#define DROP_INVALID_SIP 2	/* source IPv4/IPv6 (or ARP sender IP) is not the endpoint's */
+#define DROP_UNSUPPORTED_L3 3	/* ethertype other than ARP/IPv4/IPv6, or a disabled family */
+#define DROP_CT_ERROR 4		/* conntrack entry could not be created (map full) */
+#define DROP_POLICY_DENIED 5	/* reserved for the policy step */
+#define DROP_UNKNOWN_ENDPOINT 6	/* program runs on a device with no endpoint config */
+#define DROP_INVALID_PACKET 7	/* truncated or malformed headers */
+#define DROP_WRITE_ERROR 8	/* rewriting the packet (MAC, TTL, checksum) failed */
+
+#define EVENT_DROP 1
+
+struct drop_event {
+	__u8 type;		/* EVENT_DROP */
+	__u8 reason;		/* DROP_* */
+	__u8 dir;		/* DIR_FROM_CONTAINER / DIR_TO_CONTAINER */
+	__u8 family;		/* 0, CPY_AF_INET, CPY_AF_INET6 */
+	__u32 ep_id;		/* endpoint whose program dropped it (0: unknown) */
+	__u32 ifindex;
+	__u32 src_identity;	/* reserved for policy */
+	__u32 dst_identity;	/* reserved for policy */
+	__u32 len;		/* bytes on the wire */
+	__u16 eth_proto;
+	__u8 proto;
+	__u8 pad;
+	__be16 sport;
+	__be16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+
+BPF_PERF_OUTPUT(cpy_events);
+CPY_PINNED_MAP("percpu_array", __u32, struct metric_value, cpy_drops, DROP_REASON_MAX);
+
+/* Count, report and return the verdict that drops the packet. */
+static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_info *pkt,
+				     __u8 reason, __u8 dir, __u32 ep_id,
+				     __u32 src_identity, __u32 dst_identity)
+{
+	struct drop_event ev = {};
+	__u32 slot = reason;
+	struct metric_value *m = cpy_drops.lookup(&slot);
+
+	if (m) {
+		m->packets += 1;
+		m->bytes += skb->len;
+	}
+	ev.type = EVENT_DROP;
+	ev.reason = reason;
+	ev.dir = dir;
+	ev.family = pkt->family;
+	ev.ep_id = ep_id;
+	ev.ifindex = skb->ifindex;
+	ev.src_identity = src_identity;
+	ev.dst_identity = dst_identity;
+	ev.len = skb->len;
+	ev.eth_proto = pkt->eth_proto;
+	ev.proto = pkt->proto;
+	ev.sport = pkt->sport;
+	ev.dport = pkt->dport;
+	addr6_copy(ev.saddr, pkt->saddr);
+	addr6_copy(ev.daddr, pkt->daddr);
+	__builtin_memcpy(ev.smac, pkt->smac, 6);
+	__builtin_memcpy(ev.dmac, pkt->dmac, 6);
+	cpy_events.perf_submit(skb, &ev, sizeof(ev));
+	return TC_ACT_SHOT;
+}
+
+#endif /* CPY_DROP_H */

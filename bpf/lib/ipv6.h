@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* IPv6: parse the header and extension headers, decrement the hop limit. */
+#ifndef CPY_IPV6_H
+#define CPY_IPV6_H
+
+#include "lib/common.h"
+
+struct ipv6_hdr {
+	__be32 vtc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+#define IPV6_HOPLIMIT_OFF (ETH_HLEN_ + 7)
+#define IPV6_MAX_EXTHDRS 4
+
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+
+/* ICMPv6 types the container sends from its link-local address. */
+#define ICMP6_MLD_QUERY 130
+#define ICMP6_MLD_REPORT 131
+#define ICMP6_MLD_DONE 132
+#define ICMP6_ROUTER_SOLICIT 133
+#define ICMP6_REDIRECT 137
+#define ICMP6_MLD2_REPORT 143
+
+static __always_inline int ipv6_is_nd_or_mld(__u8 type)
+{
+	return (type >= ICMP6_MLD_QUERY && type <= ICMP6_REDIRECT) ||
+	       type == ICMP6_MLD2_REPORT;
+}
+
+static __always_inline int ipv6_is_unspecified(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+
+	return (w[0] | w[1] | w[2] | w[3]) == 0;
+}
+
+/*
+ * Fill @pkt from the fixed header, then walk at most IPV6_MAX_EXTHDRS
+ * extension headers to reach the upper-layer protocol. -1 when the packet is
+ * malformed or has more extension headers than we follow.
+ */
+static __always_inline int ipv6_load(struct __sk_buff *skb, struct pkt_info *pkt)
+{
+	struct ipv6_hdr ip6;
+	__u32 off = ETH_HLEN_ + sizeof(ip6);
+	__u8 nh;
+	int i, found = 0;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN_, &ip6, sizeof(ip6)) < 0)
+		return -1;
+	if ((((__u8 *)&ip6.vtc_flow)[0] >> 4) != 6)
+		return -1;
+	pkt->family = CPY_AF_INET6;
+	addr6_copy(pkt->saddr, ip6.saddr);
+	addr6_copy(pkt->daddr, ip6.daddr);
+	pkt->ttl = ip6.hop_limit;
+	nh = ip6.nexthdr;
+
+#pragma unroll
+	for (i = 0; i < IPV6_MAX_EXTHDRS; i++) {
+		__u8 opt[4];
+
+		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_DEST &&
+		    nh != NEXTHDR_FRAGMENT && nh != NEXTHDR_AUTH) {
+			found = 1;
+			break;
+		}
+		if (bpf_skb_load_bytes(skb, off, opt, sizeof(opt)) < 0)
+			return -1;
+		if (nh == NEXTHDR_FRAGMENT) {
+			/* offset (13 bits) << 3 | reserved (2) | more-fragments (1) */
+			__u16 frag = ((__u16)opt[2] << 8) | opt[3];
+
+			if (frag & 0xfff9)
+				pkt->is_fragment = 1;
+			off += 8;
+		} else if (nh == NEXTHDR_AUTH) {
+			off += ((__u32)opt[1] + 2) * 4;
+		} else {
+			off += ((__u32)opt[1] + 1) * 8;
+		}
+		nh = opt[0];
+	}
+	if (!found) {
+		if (nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST ||
+		    nh == NEXTHDR_FRAGMENT || nh == NEXTHDR_AUTH)
+			return -1;
+	}
+	pkt->proto = nh;
+	pkt->l4_off = off;
+	return 0;
+}
+
+/* Hop limit is not covered by any checksum: a plain store is enough. */
+static __always_inline int ipv6_dec_hoplimit(struct __sk_buff *skb, __u8 hop_limit)
+{
+	__u8 new_hl = hop_limit - 1;
+
+	return bpf_skb_store_bytes(skb, IPV6_HOPLIMIT_OFF, &new_hl, sizeof(new_hl), 0) < 0 ? -1 : 0;
+}
+
+#endif /* CPY_IPV6_H */

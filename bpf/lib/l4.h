@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Transport headers: ports (or the ICMP echo identifier) and TCP flags. */
+#ifndef CPY_L4_H
+#define CPY_L4_H
+
+#include "lib/common.h"
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+
+#define ICMP_ECHOREPLY_ 0
+#define ICMP_ECHO_ 8
+#define ICMP6_ECHO_REQUEST_ 128
+#define ICMP6_ECHO_REPLY_ 129
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
+
+struct tcp_ports_flags {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+	__be32 ack_seq;
+	__u8 doff;
+	__u8 flags;
+};
+
+struct icmp_echo_hdr {
+	__u8 type;
+	__u8 code;
+	__be16 csum;
+	__be16 id;
+	__be16 seq;
+};
+
+/*
+ * Fill ports / TCP flags / ICMP type. Echo requests carry their identifier
+ * as the source "port" and replies as the destination "port", so that a reply
+ * is exactly the reverse tuple of its request. Fragments have no L4 header
+ * (beyond the first) and keep zero ports.
+ */
+static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
+{
+	if (pkt->is_fragment)
+		return 0;
+
+	if (pkt->proto == IPPROTO_TCP) {
+		struct tcp_ports_flags tcp;
+
+		if (bpf_skb_load_bytes(skb, pkt->l4_off, &tcp, sizeof(tcp)) < 0)
+			return -1;
+		pkt->sport = tcp.sport;
+		pkt->dport = tcp.dport;
+		pkt->tcp_flags = tcp.flags;
+	} else if (pkt->proto == IPPROTO_UDP) {
+		__be16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, pkt->l4_off, ports, sizeof(ports)) < 0)
+			return -1;
+		pkt->sport = ports[0];
+		pkt->dport = ports[1];
+	} else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
+		struct icmp_echo_hdr icmp;
+
+		if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
+			return -1;
+		pkt->icmp_type = icmp.type;
+		if (icmp.type == ICMP_ECHO_ && pkt->proto == IPPROTO_ICMP)
+			pkt->sport = icmp.id;
+		else if (icmp.type == ICMP_ECHOREPLY_ && pkt->proto == IPPROTO_ICMP)
+			pkt->dport = icmp.id;
+		else if (icmp.type == ICMP6_ECHO_REQUEST_ && pkt->proto == IPPROTO_ICMPV6)
+			pkt->sport = icmp.id;
+		else if (icmp.type == ICMP6_ECHO_REPLY_ && pkt->proto == IPPROTO_ICMPV6)
+			pkt->dport = icmp.id;
+	}
+	return 0;
+}
+
+#endif /* CPY_L4_H */

@@ -1,0 +1,524 @@
+"""The endpoint datapath facade the agent uses.
+
+Lifecycle::
+
+    dp = Datapath("/sys/fs/bpf/cilium-py", ipv4=True, ipv6=True, ct_size=65536)
+    dp.start()                  # compile bpf/bpf_lxc.c ONCE, open/create pinned maps, load
+    dp.attach_endpoint(info)    # map writes + tc attach on the host veth; never compiles
+    dp.detach_endpoint(info)    # detach (if the device exists) + remove entries; idempotent
+    dp.endpoint_entries()       # rows for `cilium-py bpf endpoint list`
+    dp.ct_entries()             # rows for `cilium-py bpf ct list`
+    dp.drop_counters()          # {"invalid-source-mac": n, ...} for every reason
+    dp.metrics()                # forwarding counters (local delivery vs host stack)
+    dp.flush_orphans(keep)      # drop entries of host veths no endpoint owns any more
+    dp.subscribe_drops(cb)      # cb(dict) on a reader thread, one call per dropped packet
+    dp.close()                  # release fds; programs stay attached, maps stay pinned
+    dp.purge()                  # close + unpin every map (full teardown, tests)
+
+What outlives the agent: the programs attached to the host veths (tc holds
+them) and the pinned maps under ``bpf_root`` (cpy_lxc, cpy_ep_cfg, cpy_ct4,
+cpy_ct6, cpy_metrics, cpy_drops). Traffic keeps flowing while no agent runs.
+After a restart, ``start()`` compiles again and bcc reuses the pins; the agent
+then calls ``attach_endpoint`` for every endpoint it restores, which rewrites
+the same entries and atomically replaces each filter with the new program.
+Only the perf event array is per compile (events while no agent runs are lost
+by nature).
+
+Everything runs in the calling thread's network namespace: the agent (or a
+test) must already be in the node namespace. The methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from . import attach, bpfsys
+from .events import DropEventReader
+from .loader import DatapathError, DatapathOptions, LoadedPrograms, compile_and_load
+from .maps import (
+    AF_INET,
+    AF_INET6,
+    CT4,
+    CT6,
+    CT_EGRESS,
+    CT_F_RESET,
+    CT_F_RX_CLOSING,
+    CT_F_SEEN_REPLY,
+    CT_F_TX_CLOSING,
+    DROP_REASON_MAX,
+    DROPS,
+    EP_CFG,
+    EP_F_HAS_IPV4,
+    EP_F_HAS_IPV6,
+    LXC,
+    METRICS,
+    CtKey4,
+    CtKey6,
+    DropReason,
+    EndpointInfo,
+    EndpointKey,
+    EpConfig,
+    Metric,
+    MetricValue,
+    PinnedMap,
+    addr_str,
+    endpoint_key,
+    link_local_from_mac,
+    mac_bytes,
+    mac_str,
+    ntohs,
+)
+
+log = logging.getLogger("cilium_py.datapath")
+
+__all__ = ["Datapath", "DatapathError", "EndpointDatapathInfo", "numeric_endpoint_id"]
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_CT_FLAG_NAMES = (
+    (CT_F_TX_CLOSING, "tx-closing"),
+    (CT_F_RX_CLOSING, "rx-closing"),
+    (CT_F_SEEN_REPLY, "seen-reply"),
+    (CT_F_RESET, "reset"),
+)
+
+
+def numeric_endpoint_id(value: int | str) -> int:
+    """The 32-bit endpoint id the datapath stores (events, entries).
+
+    An int (or a decimal string) is used as is; any other string id is mapped
+    to a stable number by hashing, so the same endpoint always gets the same id.
+    """
+    if isinstance(value, int):
+        if not 0 <= value < 2**32:
+            raise ValueError(f"endpoint id out of range: {value}")
+        return value
+    if value.isdigit() and int(value) < 2**32:
+        return int(value)
+    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big") or 1
+
+
+@dataclass(frozen=True)
+class EndpointDatapathInfo:
+    """What the datapath needs about one endpoint.
+
+    ``ifindex``/``host_mac`` are the HOST side veth (in the node namespace),
+    ``mac`` is the container side. ``ipv6_link_local`` is the address the
+    container uses for neighbour discovery; by default the kernel's EUI-64
+    address derived from ``mac``.
+    """
+
+    ifindex: int
+    host_mac: str
+    mac: str
+    endpoint_id: int
+    identity: int = 0
+    ipv4: str | None = None
+    ipv6: str | None = None
+    ipv6_link_local: str | None = None
+
+    @classmethod
+    def from_endpoint(cls, ep: Any) -> EndpointDatapathInfo:
+        """Accept an ``EndpointDatapathInfo`` or any endpoint record with the same
+        attributes (``id`` instead of ``endpoint_id`` is mapped by
+        ``numeric_endpoint_id``)."""
+        if isinstance(ep, cls):
+            return ep
+        raw_id = getattr(ep, "endpoint_id", None)
+        if raw_id is None:
+            raw_id = ep.id
+        return cls(
+            ifindex=int(ep.ifindex),
+            host_mac=ep.host_mac,
+            mac=ep.mac,
+            endpoint_id=numeric_endpoint_id(raw_id),
+            identity=int(getattr(ep, "identity", 0) or 0),
+            ipv4=getattr(ep, "ipv4", None) or None,
+            ipv6=getattr(ep, "ipv6", None) or None,
+            ipv6_link_local=getattr(ep, "ipv6_link_local", None) or None,
+        )
+
+    def addresses(self) -> list[str]:
+        return [a for a in (self.ipv4, self.ipv6) if a]
+
+
+class Datapath:
+    """Compile-once endpoint datapath: pinned maps + programs on host veths."""
+
+    def __init__(
+        self,
+        bpf_root: str,
+        *,
+        ipv4: bool = True,
+        ipv6: bool = True,
+        ct_size: int = 65536,
+        endpoint_size: int = 4096,
+        ct_lifetime_tcp: int = 21600,
+        ct_lifetime_syn: int = 60,
+        ct_lifetime_nontcp: int = 60,
+        ct_lifetime_close: int = 10,
+    ) -> None:
+        self.options = DatapathOptions(
+            bpf_root=bpf_root.rstrip("/") or "/",
+            ipv4=ipv4,
+            ipv6=ipv6,
+            ct_size=ct_size,
+            endpoint_size=endpoint_size,
+            ct_lifetime_tcp=ct_lifetime_tcp,
+            ct_lifetime_syn=ct_lifetime_syn,
+            ct_lifetime_nontcp=ct_lifetime_nontcp,
+            ct_lifetime_close=ct_lifetime_close,
+        )
+        self._lock = threading.RLock()
+        self._loaded: LoadedPrograms | None = None
+        self._events: DropEventReader | None = None
+        self._maps: dict[str, PinnedMap[Any, Any]] = {}
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def bpf_root(self) -> str:
+        return self.options.bpf_root
+
+    @property
+    def started(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def prog_ids(self) -> dict[str, int]:
+        """Kernel ids of the loaded programs (what tc shows once attached)."""
+        return dict(self._loaded.prog_ids) if self._loaded else {}
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._loaded.compile_seconds if self._loaded else 0.0
+
+    def start(self) -> None:
+        """Compile once, reuse or create the pinned maps, load the programs."""
+        with self._lock:
+            if self._loaded is not None:
+                return
+            self._loaded = compile_and_load(self.options)
+            self._close_maps()  # a replaced pin must be reopened
+
+    def close(self) -> None:
+        """Stop the event reader and release fds. Programs stay attached and maps
+        pinned: they must outlive the agent."""
+        with self._lock:
+            if self._events is not None:
+                self._events.stop()
+                self._events = None
+            self._close_maps()
+            if self._loaded is not None:
+                self._loaded.close()
+                self._loaded = None
+
+    def purge(self) -> None:
+        """close() and unpin every map of this datapath (full teardown)."""
+        with self._lock:
+            self.close()
+            for name in self.options.specs():
+                path = os.path.join(self.bpf_root, name)
+                if os.path.exists(path):
+                    os.unlink(path)
+            try:
+                os.rmdir(self.bpf_root)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY):
+                    raise
+
+    def __enter__(self) -> Datapath:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- maps -----------------------------------------------------------------
+
+    def _map(self, name: str) -> PinnedMap[Any, Any]:
+        m = self._maps.get(name)
+        if m is None:
+            spec = self.options.specs()[name]
+            path = os.path.join(self.bpf_root, name)
+            try:
+                m = PinnedMap(path, spec.key, spec.value)
+            except bpfsys.BpfError as exc:
+                raise DatapathError(f"cannot open pinned map {path}: {exc}") from exc
+            self._maps[name] = m
+        return m
+
+    def map_ids(self) -> dict[str, int]:
+        """Kernel ids of the pinned maps: equal ids across restarts prove reuse."""
+        with self._lock:
+            return {name: self._map(name).info.id for name in self.options.specs()}
+
+    def _close_maps(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+
+    # -- endpoints ------------------------------------------------------------
+
+    def attach_endpoint(self, ep: Any) -> None:
+        """Write the endpoint's entries, then attach both programs to its host veth.
+
+        Idempotent, and the way to move a restored endpoint onto freshly loaded
+        programs: filters are replaced in place, so traffic never runs unfiltered.
+        """
+        info = EndpointDatapathInfo.from_endpoint(ep)
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            if info.ifindex <= 0:
+                raise DatapathError(f"endpoint {info.endpoint_id}: no host ifindex")
+            cfg, lxc_entries = self._entries_for(info)
+            self._drop_stale_lxc(info)
+            self._map(EP_CFG).update(ctypes.c_uint32(info.ifindex), cfg)
+            for key, value in lxc_entries:
+                self._map(LXC).update(key, value)
+            try:
+                with IPRoute() as ipr:
+                    attach.attach_program(ipr, info.ifindex, "ingress",
+                                          self._loaded.fds["from_container"], "from_container")
+                    attach.attach_program(ipr, info.ifindex, "egress",
+                                          self._loaded.fds["to_container"], "to_container")
+            except Exception as exc:
+                self._remove_entries(info)
+                raise DatapathError(
+                    f"attaching endpoint {info.endpoint_id} to ifindex {info.ifindex}: {exc}"
+                ) from exc
+            log.debug("attached endpoint %d on ifindex %d", info.endpoint_id, info.ifindex)
+
+    def detach_endpoint(self, ep: Any) -> None:
+        """Detach the programs (when the device still exists), then remove the
+        endpoint's map and conntrack entries. Safe to repeat."""
+        info = EndpointDatapathInfo.from_endpoint(ep)
+        with self._lock:
+            if info.ifindex > 0:
+                with IPRoute() as ipr:
+                    for direction in ("ingress", "egress"):
+                        attach.detach_program(ipr, info.ifindex, direction)
+            self._remove_entries(info)
+            self.flush_ct(info.addresses())
+
+    def attachment(self, ifindex: int) -> dict[str, int | None]:
+        """Program ids attached to ``ifindex`` by us, per hook (None: nothing)."""
+        out: dict[str, int | None] = {"ingress": None, "egress": None}
+        with IPRoute() as ipr:
+            for direction in ("ingress", "egress"):
+                for f in attach.list_filters(ipr, ifindex, direction):
+                    if (f.prio, f.handle) == (attach.DEFAULT_PRIO, attach.DEFAULT_HANDLE):
+                        out[direction] = f.prog_id
+        return out
+
+    def _entries_for(
+        self, info: EndpointDatapathInfo
+    ) -> tuple[EpConfig, list[tuple[EndpointKey, EndpointInfo]]]:
+        try:
+            mac, host_mac = mac_bytes(info.mac), mac_bytes(info.host_mac)
+            v4 = ipaddress.IPv4Address(info.ipv4) if info.ipv4 else None
+            v6 = ipaddress.IPv6Address(info.ipv6) if info.ipv6 else None
+            ll = ipaddress.IPv6Address(info.ipv6_link_local or link_local_from_mac(info.mac))
+        except ValueError as exc:
+            raise DatapathError(f"endpoint {info.endpoint_id}: {exc}") from exc
+        flags = (EP_F_HAS_IPV4 if v4 else 0) | (EP_F_HAS_IPV6 if v6 else 0)
+        cfg = EpConfig(ep_id=info.endpoint_id, identity=info.identity, flags=flags)
+        if v4:
+            ctypes.memmove(cfg.ipv4, v4.packed, 4)
+        if v6:
+            ctypes.memmove(cfg.ipv6, v6.packed, 16)
+        ctypes.memmove(cfg.ipv6_ll, ll.packed, 16)
+        ctypes.memmove(cfg.mac, mac, 6)
+        ctypes.memmove(cfg.node_mac, host_mac, 6)
+        entries = []
+        for addr in info.addresses():
+            value = EndpointInfo(ifindex=info.ifindex, ep_id=info.endpoint_id,
+                                 identity=info.identity, flags=flags)
+            ctypes.memmove(value.mac, mac, 6)
+            ctypes.memmove(value.node_mac, host_mac, 6)
+            entries.append((endpoint_key(addr), value))
+        return cfg, entries
+
+    def _drop_stale_lxc(self, info: EndpointDatapathInfo) -> None:
+        """Re-attach with other addresses: forget the ones this veth no longer has."""
+        wanted = {bytes(endpoint_key(a)) for a in info.addresses()}
+        lxc = self._map(LXC)
+        for key, value in list(lxc.items()):
+            if value.ifindex == info.ifindex and bytes(key) not in wanted:
+                lxc.delete(key)
+
+    def _remove_entries(self, info: EndpointDatapathInfo) -> None:
+        lxc = self._map(LXC)
+        for addr in info.addresses():
+            key = endpoint_key(addr)
+            current = lxc.lookup(key)
+            # An address may already belong to a newer endpoint: only remove ours.
+            if current is not None and (info.ifindex <= 0 or current.ifindex == info.ifindex):
+                lxc.delete(key)
+        if info.ifindex > 0:
+            for key, value in list(lxc.items()):
+                if value.ifindex == info.ifindex:
+                    lxc.delete(key)
+            self._map(EP_CFG).delete(ctypes.c_uint32(info.ifindex))
+
+    def flush_orphans(self, keep_ifindexes: set[int]) -> int:
+        """Remove endpoint entries of host veths not in ``keep_ifindexes``; return
+        how many entries went. For the agent after restoring its endpoints."""
+        removed = 0
+        with self._lock:
+            lxc, cfg = self._map(LXC), self._map(EP_CFG)
+            for key, value in list(lxc.items()):
+                if value.ifindex not in keep_ifindexes:
+                    removed += lxc.delete(key)
+            for key in list(cfg.keys()):
+                if key.value not in keep_ifindexes:
+                    removed += cfg.delete(key)
+        return removed
+
+    def endpoint_entries(self) -> list[dict[str, Any]]:
+        """One row per local endpoint address (cpy_lxc), joined with its config."""
+        with self._lock:
+            configs = {k.value: v for k, v in self._map(EP_CFG).items()}
+            rows = []
+            for key, value in self._map(LXC).items():
+                rows.append({
+                    "address": addr_str(key.addr, key.family),
+                    "family": "ipv4" if key.family == AF_INET else "ipv6",
+                    "endpoint_id": int(value.ep_id),
+                    "identity": int(value.identity),
+                    "ifindex": int(value.ifindex),
+                    "mac": mac_str(value.mac),
+                    "host_mac": mac_str(value.node_mac),
+                    "configured": value.ifindex in configs,
+                })
+        rows.sort(key=lambda r: (r["endpoint_id"], r["family"], r["address"]))
+        return rows
+
+    def endpoint_configs(self) -> dict[int, dict[str, Any]]:
+        """cpy_ep_cfg by host ifindex: what source validation checks against."""
+        with self._lock:
+            out = {}
+            for key, v in self._map(EP_CFG).items():
+                out[int(key.value)] = {
+                    "endpoint_id": int(v.ep_id),
+                    "identity": int(v.identity),
+                    "ipv4": addr_str(v.ipv4, AF_INET) if v.flags & EP_F_HAS_IPV4 else None,
+                    "ipv6": addr_str(v.ipv6, AF_INET6) if v.flags & EP_F_HAS_IPV6 else None,
+                    "ipv6_link_local": addr_str(v.ipv6_ll, AF_INET6),
+                    "mac": mac_str(v.mac),
+                    "host_mac": mac_str(v.node_mac),
+                }
+            return out
+
+    # -- conntrack ------------------------------------------------------------
+
+    def ct_entries(self) -> list[dict[str, Any]]:
+        """Every conntrack entry, both families, JSON-ready."""
+        now = int(time.monotonic())
+        rows: list[dict[str, Any]] = []
+        with self._lock:
+            for name, family in ((CT4, AF_INET), (CT6, AF_INET6)):
+                for key, e in self._map(name).items():
+                    rows.append(_ct_row(key, e, family, now))
+        return rows
+
+    def flush_ct(self, addresses: list[str] | None = None) -> int:
+        """Delete conntrack entries touching any of ``addresses`` (all when None)."""
+        wanted = None if addresses is None else {
+            ipaddress.ip_address(a).packed for a in addresses
+        }
+        removed = 0
+        with self._lock:
+            for name, size in ((CT4, 4), (CT6, 16)):
+                ct = self._map(name)
+                for key in list(ct.keys()):
+                    if wanted is None or bytes(key.saddr)[:size] in wanted or \
+                            bytes(key.daddr)[:size] in wanted:
+                        removed += ct.delete(key)
+        return removed
+
+    def gc_ct(self) -> int:
+        """Delete expired conntrack entries (the LRU also evicts when full)."""
+        now = int(time.monotonic())
+        removed = 0
+        with self._lock:
+            for name in (CT4, CT6):
+                ct = self._map(name)
+                for key, e in list(ct.items()):
+                    if e.expires < now:
+                        removed += ct.delete(key)
+        return removed
+
+    # -- counters and events --------------------------------------------------
+
+    def _percpu_sums(self, name: str, slots: int) -> dict[int, tuple[int, int]]:
+        m = self._map(name)
+        out = {}
+        for slot in range(slots):
+            values: list[MetricValue] | None = m.lookup_percpu(ctypes.c_uint32(slot))
+            if values:
+                out[slot] = (sum(v.packets for v in values), sum(v.bytes for v in values))
+        return out
+
+    def drop_counters(self) -> dict[str, int]:
+        """Dropped packets per reason label, every known reason included."""
+        with self._lock:
+            sums = self._percpu_sums(DROPS, DROP_REASON_MAX)
+        out = {r.label: sums.get(int(r), (0, 0))[0] for r in DropReason}
+        for slot, (packets, _) in sums.items():
+            if packets and slot not in DropReason._value2member_map_:
+                out[f"reason-{slot}"] = packets
+        return out
+
+    def metrics(self) -> dict[str, dict[str, int]]:
+        """Forwarding counters: packets/bytes per path (see bpf/lib/metrics.h)."""
+        with self._lock:
+            sums = self._percpu_sums(METRICS, max(Metric) + 1)
+        return {m.label: {"packets": sums.get(int(m), (0, 0))[0],
+                          "bytes": sums.get(int(m), (0, 0))[1]} for m in Metric}
+
+    def subscribe_drops(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event_dict)`` for every drop, on a background thread."""
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            if self._events is None:
+                self._events = DropEventReader(self._loaded.bpf)
+            self._events.subscribe(callback)
+
+    def unsubscribe_drops(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            if self._events is not None:
+                self._events.unsubscribe(callback)
+
+
+def _ct_row(key: CtKey4 | CtKey6, e: Any, family: int, now: int) -> dict[str, Any]:
+    flags = [label for bit, label in _CT_FLAG_NAMES if e.flags & bit]
+    return {
+        "family": "ipv4" if family == AF_INET else "ipv6",
+        "protocol": _PROTO_NAMES.get(key.nexthdr, str(key.nexthdr)),
+        "src": addr_str(key.saddr, family),
+        "dst": addr_str(key.daddr, family),
+        "sport": ntohs(key.sport),
+        "dport": ntohs(key.dport),
+        "direction": "egress" if key.flags == CT_EGRESS else "ingress",
+        "expires_in": int(e.expires) - now,
+        "tx_packets": int(e.tx_packets),
+        "tx_bytes": int(e.tx_bytes),
+        "rx_packets": int(e.rx_packets),
+        "rx_bytes": int(e.rx_bytes),
+        "flags": flags,
+        "src_identity": int(e.src_identity),
+    }

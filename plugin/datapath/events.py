@@ -1,0 +1,143 @@
+"""Drop events from the ``cpy_events`` perf buffer, decoded into plain dicts.
+
+Why a background thread: perf buffers must be drained continuously or the
+kernel discards events ("lost"); the agent's API threads must never block on
+that. The reader polls with a short timeout so ``stop()`` returns promptly.
+
+Callbacks run on the reader thread, one call per event; they must be quick
+(hand the dict to a queue) and must not raise (exceptions are logged and
+swallowed so one bad subscriber cannot stop the stream).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .maps import (
+    AF_INET,
+    AF_INET6,
+    DropEvent,
+    DropReason,
+    addr_str,
+    mac_str,
+    ntohs,
+)
+
+log = logging.getLogger("cilium_py.datapath.events")
+
+EVENTS_MAP = "cpy_events"
+EVENT_DROP = 1
+ETH_P_ARP = 0x0806
+
+DropCallback = Callable[[dict[str, Any]], None]
+
+DIRECTIONS = {0: "from-container", 1: "to-container"}
+
+
+def decode_drop(ev: DropEvent, cpu: int | None = None) -> dict[str, Any]:
+    """A drop event as JSON-ready values (addresses as strings, ports in host order)."""
+    try:
+        reason_name = DropReason(ev.reason).label
+    except ValueError:
+        reason_name = f"unknown-{ev.reason}"
+    family = ev.family
+    if family == 0 and ev.eth_proto == ETH_P_ARP:
+        shown = AF_INET  # ARP sender/target IPv4 addresses
+    else:
+        shown = family
+    return {
+        "type": "drop",
+        "reason": int(ev.reason),
+        "reason_name": reason_name,
+        "direction": DIRECTIONS.get(ev.dir, str(ev.dir)),
+        "endpoint_id": int(ev.ep_id),
+        "ifindex": int(ev.ifindex),
+        "family": {AF_INET: "ipv4", AF_INET6: "ipv6"}.get(family, ""),
+        "eth_proto": int(ev.eth_proto),
+        "src": addr_str(ev.saddr, shown) if shown in (AF_INET, AF_INET6) else "",
+        "dst": addr_str(ev.daddr, shown) if shown in (AF_INET, AF_INET6) else "",
+        "protocol": int(ev.proto),
+        "sport": ntohs(ev.sport),
+        "dport": ntohs(ev.dport),
+        "src_identity": int(ev.src_identity),
+        "dst_identity": int(ev.dst_identity),
+        "length": int(ev.len),
+        "src_mac": mac_str(ev.smac),
+        "dst_mac": mac_str(ev.dmac),
+        "cpu": cpu,
+    }
+
+
+class DropEventReader:
+    """Reads the perf event array of one compiled module and fans events out."""
+
+    def __init__(self, bpf: Any, *, page_cnt: int = 64, poll_ms: int = 100) -> None:
+        self._bpf = bpf
+        self._page_cnt = page_cnt
+        self._poll_ms = poll_ms
+        self._callbacks: list[DropCallback] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened = False
+        self.lost = 0
+
+    def subscribe(self, callback: DropCallback) -> None:
+        with self._lock:
+            self._callbacks.append(callback)
+        self._ensure_open()
+
+    def unsubscribe(self, callback: DropCallback) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    def _ensure_open(self) -> None:
+        with self._lock:
+            if self._opened:
+                return
+            self._bpf[EVENTS_MAP].open_perf_buffer(
+                self._on_raw, page_cnt=self._page_cnt, lost_cb=self._on_lost
+            )
+            self._opened = True
+            self._thread = threading.Thread(
+                target=self._run, name="cpy-drop-events", daemon=True
+            )
+            self._thread.start()
+
+    def _on_lost(self, count: int) -> None:
+        self.lost += count
+        log.warning("lost %d drop events (perf buffer full)", count)
+
+    def _on_raw(self, cpu: int, data: Any, size: int) -> None:
+        if size < ctypes.sizeof(DropEvent):
+            return
+        raw = ctypes.cast(data, ctypes.POINTER(DropEvent)).contents
+        if raw.type != EVENT_DROP:
+            return
+        event = decode_drop(raw, cpu)
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - one subscriber must not stop the stream
+                log.exception("drop event callback failed")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._bpf.perf_buffer_poll(timeout=self._poll_ms)
+            except Exception:  # noqa: BLE001 - keep reading; log once per failure
+                log.exception("polling drop events failed")
+                self._stop.wait(1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
