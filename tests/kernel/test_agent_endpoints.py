@@ -91,16 +91,52 @@ def test_endpoint_reaches_outside_through_masquerade(agent, endpoint_namespaces)
     with nsh.NetnsWorker(ns) as we, nsh.NetnsWorker(outside) as wo:
         for dst, port, node_addr in (("198.51.100.2", 7100, "198.51.100.1"),
                                      ("2001:db8::2", 7101, "2001:db8::1")):
-            wo.call(nsh.tcp_sink_start, dst, port)
+            wo.call(peer_recorder_start, dst, port)
             we.call(nsh.tcp_send, dst, port, b"hello outside")
-            got = wo.call(nsh.tcp_sink_result, port)
-            assert got["data"] == b"hello outside"
-            assert got.get("peer", node_addr).startswith(node_addr) or True
+            peer, data = wo.call(peer_recorder_result, port)
+            assert data == b"hello outside"
+            assert peer == node_addr, f"outside saw {peer}, not the node's address"
         assert we.call(nsh.ping, "198.51.100.2", 2) == 2
     assert ep["addressing"]["ipv4"].startswith("10.200.")
     rules = subprocess.run([*_nsenter(agent), "iptables", "-t", "nat", "-S"],
                            capture_output=True, text=True).stdout
     assert "MASQUERADE" in rules and "CILIUM_PY_POSTROUTING" in rules
+
+
+_PEERS: dict[int, object] = {}
+
+
+def peer_recorder_start(bind: str, port: int) -> None:
+    """(runs in a worker) accept one connection; remember who it came from."""
+    import socket
+    import threading
+
+    fam = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    lsock = socket.socket(fam, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((bind, port))
+    lsock.listen(1)
+    result: dict = {}
+
+    def serve() -> None:
+        conn, addr = lsock.accept()
+        data = b""
+        while chunk := conn.recv(4096):
+            data += chunk
+        conn.sendall(b"ok")
+        conn.close()
+        lsock.close()
+        result["peer"], result["data"] = addr[0], data
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    _PEERS[port] = (thread, result)
+
+
+def peer_recorder_result(port: int) -> tuple[str, bytes]:
+    thread, result = _PEERS.pop(port)
+    thread.join(10)
+    return result.get("peer", ""), result.get("data", b"")
 
 
 def _nsenter(agent: RunningAgent) -> list[str]:
@@ -235,7 +271,7 @@ def test_kill_9_keeps_stream_and_restart_restores(node_netns, workdir, bpf_root,
     agent = start_agent(node_netns, workdir, bpf_root)
     a_ns, b_ns, gone_ns = endpoint_namespaces(), endpoint_namespaces(), endpoint_namespaces()
     try:
-        a = put_endpoint(agent, "ep-ka", a_ns)
+        put_endpoint(agent, "ep-ka", a_ns)
         b = put_endpoint(agent, "ep-kb", b_ns)
         put_endpoint(agent, "ep-gone", gone_ns)
         listed = {e["id"] for e in agent.api("GET", "/v1/endpoint").json()}
