@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Endpoint programs, attached with tc clsact (direct-action) to the HOST side
  * of every endpoint's veth:
@@ -19,6 +19,10 @@
  *
  * Build options (-D from the loader): CPY_PIN_ROOT, ENABLE_IPV4, ENABLE_IPV6,
  * CT_MAP_SIZE, ENDPOINT_MAP_SIZE, CT_LIFETIME_*.
+ *
+ * bcc loads the programs with its default license string "GPL" (these sources
+ * are dual licensed): bpf_perf_event_output, used for drop events, is only
+ * available to GPL-compatible programs.
  */
 #include "lib/common.h"
 #include "lib/eth.h"
@@ -68,7 +72,10 @@ static __always_inline int to_stack(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/* ARP from the container: sender MAC and IP must be its own (0.0.0.0 for probes). */
+/*
+ * ARP from the container: the frame's and the sender's MAC must be its own,
+ * the sender IP too (or 0.0.0.0 for address probes).
+ */
 static __always_inline int from_container_arp(struct __sk_buff *skb, const struct ep_config *cfg,
 					      struct pkt_info *pkt)
 {
@@ -84,7 +91,7 @@ static __always_inline int from_container_arp(struct __sk_buff *skb, const struc
 	if (arp.hrd != cpy_htons(ARPHRD_ETHER_) || arp.pro != cpy_htons(ETH_P_IP_) ||
 	    arp.hln != 6 || arp.pln != 4)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
-	if (!mac_eq(arp.sha, cfg->mac))
+	if (!mac_eq(pkt->smac, cfg->mac) || !mac_eq(arp.sha, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	if (sip != 0 && (!(cfg->flags & EP_F_HAS_IPV4) || !addr4_eq(pkt->saddr, cfg->ipv4)))
 		return drop_from(skb, pkt, DROP_INVALID_SIP, cfg);
@@ -161,12 +168,13 @@ static __always_inline int from_container_ipv4(struct __sk_buff *skb,
 					       const struct ep_config *cfg,
 					       struct pkt_info *pkt)
 {
-	if (ipv4_load(skb, pkt) < 0)
+	/* Parse everything first so that a drop event carries addresses and ports. */
+	if (ipv4_load(skb, pkt) < 0 || l4_load(skb, pkt) < 0)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
+	if (!mac_eq(pkt->smac, cfg->mac))
+		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	if (!(cfg->flags & EP_F_HAS_IPV4) || !addr4_eq(pkt->saddr, cfg->ipv4))
 		return drop_from(skb, pkt, DROP_INVALID_SIP, cfg);
-	if (l4_load(skb, pkt) < 0)
-		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
 	return from_container_l4(skb, cfg, pkt);
 }
 #endif
@@ -180,6 +188,8 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 
 	if (ipv6_load(skb, pkt) < 0 || l4_load(skb, pkt) < 0)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
+	if (!mac_eq(pkt->smac, cfg->mac))
+		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	nd = pkt->proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt->icmp_type);
 	if (!((cfg->flags & EP_F_HAS_IPV6) && addr6_eq(pkt->saddr, cfg->ipv6))) {
 		/* Neighbour discovery and MLD legitimately use link-local or :: sources. */
@@ -204,9 +214,8 @@ int from_container(struct __sk_buff *skb)
 	cfg = lookup_ep_config(skb->ifindex);
 	if (!cfg)	/* fail closed: a device we do not know is not trusted */
 		return drop_from(skb, &pkt, DROP_UNKNOWN_ENDPOINT, 0);
-	if (!mac_eq(pkt.smac, cfg->mac))
-		return drop_from(skb, &pkt, DROP_INVALID_SMAC, cfg);
 
+	/* Each handler parses its headers, then validates the source MAC and IP. */
 	switch (pkt.eth_proto) {
 	case ETH_P_ARP_:
 		return from_container_arp(skb, cfg, &pkt);

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Toolchain smoke test: the smallest tc classifier that proves bcc can compile
  * a program, the kernel accepts it as SCHED_CLS, and pyroute2 can attach it to

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Shared definitions for the cilium-py datapath: kernel headers, byte order
  * helpers, the pinned-map macro and the compile-time options the loader passes

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Connection tracking for TCP, UDP, ICMP and ICMPv6 (other protocols are
  * tracked by address pair and protocol only).

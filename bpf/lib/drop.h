@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Drops: every dropped packet is counted per reason (pinned per-CPU array,
  * survives agent restarts) and reported as one perf event for the monitor.

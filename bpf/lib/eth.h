@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /* Ethernet: read the header, compare MAC addresses, rewrite them for delivery. */
 #ifndef CPY_ETH_H
 #define CPY_ETH_H

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /* IPv4: parse the header into pkt_info, decrement the TTL with checksum fix. */
 #ifndef CPY_IPV4_H
 #define CPY_IPV4_H

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /* IPv6: parse the header and extension headers, decrement the hop limit. */
 #ifndef CPY_IPV6_H
 #define CPY_IPV6_H

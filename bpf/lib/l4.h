@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /* Transport headers: ports (or the ICMP echo identifier) and TCP flags. */
 #ifndef CPY_L4_H
 #define CPY_L4_H

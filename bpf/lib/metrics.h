@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Forwarding counters, per CPU so that no packet pays for an atomic add. They
  * show which path traffic took: e.g. direct delivery between local endpoints

@@ -21,6 +21,8 @@ from ..ipam import IPAM
 from ..logs import get_logger
 from ..store import Store, open_store
 from . import prereqs
+from .monitor import EventHub
+from .policy_manager import PolicyManager
 
 log = get_logger("agent")
 
@@ -41,8 +43,38 @@ class Agent:
         self.identities = IdentityAllocator(self.store)
         self.datapath = datapath
         self.masquerade: Masquerade | None = None
-        self.endpoints = EndpointManager(self.store, self.ipam, self.identities, datapath)
+        self.endpoints = EndpointManager(
+            self.store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
+        )
+        self.events = EventHub()
+        self.policy = PolicyManager(self)
         self.node_started = False
+
+    def _endpoint_changed(self, ep: Any, event: str) -> None:
+        """Keep policy in step with endpoints.
+
+        A new identity can change what every rule selects, so all endpoints are
+        regenerated then; otherwise only the endpoint itself and the address map.
+        """
+        if not self.node_started:
+            return
+        known = self.policy.index()
+        if event == "deleted":
+            self.policy.forget(ep.id)
+            self.policy.sync_ipcache()
+            return
+        if ep.identity not in known:
+            self.policy.identity_changed()
+            self.policy.regenerate_all()
+            return
+        self.policy.sync_ipcache()
+        self.policy.regenerate(ep)
+
+    def _on_drop(self, event: dict[str, Any]) -> None:
+        ep = self.endpoints.by_ifindex(event.get("ifindex", 0))
+        if ep is not None:
+            event["endpoint"] = ep.id
+        self.events.publish(event)
 
     def start_node(self) -> None:
         """Take over the node: router device, masquerade, datapath, restored endpoints.
@@ -64,8 +96,11 @@ class Agent:
             self.masquerade.install()
         if self.datapath is not None:
             self.datapath.start()
+            self.datapath.subscribe_drops(self._on_drop)
+        self.policy.load()
         summary = self.endpoints.restore()
         log.info("endpoints restored", extra={"fields": summary})
+        self.policy.regenerate_all()
         self.node_started = True
 
     def register_probe(self, name: str, probe: HealthProbe) -> None:

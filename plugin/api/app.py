@@ -23,6 +23,6 @@ def create_app(agent: Any) -> Flask:
 
 def extra_blueprints() -> list[Any]:
     """Blueprints of later subsystems; kept in one list so the app has one shape."""
-    from . import bpf, endpoints
+    from . import bpf, endpoints, monitor, policy
 
-    return [endpoints.bp, bpf.bp]
+    return [endpoints.bp, bpf.bp, policy.bp, monitor.bp]

@@ -22,6 +22,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         msub.required = True
         lst = msub.add_parser("list", parents=[parent], help=f"list the {helptext}")
         lst.set_defaults(func=func)
+    pol = bsub.add_parser("policy", help="policy map entries of an endpoint")
+    psub = pol.add_subparsers(dest="bpf_cmd", metavar="get")
+    psub.required = True
+    pget = psub.add_parser("get", parents=[parent], help="the endpoint's policy map entries")
+    pget.add_argument("endpoint")
+    pget.set_defaults(func=run_policy)
 
 
 def _table(rows: list[dict], out_format: str) -> int:
@@ -50,4 +56,22 @@ def run_drops(args: argparse.Namespace, client: AgentClient) -> int:
         print_json(counters)
         return 0
     print_table(("REASON", "PACKETS"), sorted(counters.items()))
+    return 0
+
+
+def run_policy(args: argparse.Namespace, client: AgentClient) -> int:
+    doc = client.get(f"/v1/endpoint/{args.endpoint}/policy")
+    if args.output == "json":
+        print_json(doc)
+        return 0
+    print(f"Endpoint {doc['endpoint']} (identity {doc['identity']})")
+    for direction in ("ingress", "egress"):
+        enforced = doc[direction].get("enforced")
+        print(f"{direction}: {'enforcing' if enforced else 'not enforcing (allow all)'}")
+    rows = doc.get("map") or []
+    if rows:
+        headers = list(rows[0].keys())
+        print_table([h.upper() for h in headers], [[r.get(h) for h in headers] for r in rows])
+    for port in doc.get("l7_enforced_at_l4", []):
+        print(f"note: L7 rules on {port} are enforced at L4 only")
     return 0

@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bpf, endpoint, status
+from . import bpf, endpoint, identity, monitor, policy, status
 from .client import AgentClient, CLIError, default_socket
 
-COMMANDS = [status, endpoint, bpf]
+COMMANDS = [status, endpoint, identity, policy, monitor, bpf]
 
 
 def build_parser() -> argparse.ArgumentParser:

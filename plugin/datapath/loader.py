@@ -180,11 +180,11 @@ def reconcile_pins(bpf_root: str, specs: dict[str, MapSpec]) -> list[str]:
 
 def compile_and_load(options: DatapathOptions) -> LoadedPrograms:
     """Compile ``bpf_lxc.c`` once, reuse/create the pinned maps, load both programs."""
-    from bcc import BPF  # heavy (LLVM) and needs root: only when the datapath starts
-
     check_bpf_root(options.bpf_root)
     os.makedirs(options.bpf_root, exist_ok=True)
     replaced = reconcile_pins(options.bpf_root, options.specs())
+
+    from bcc import BPF  # heavy (LLVM) and needs root: only when the datapath starts
 
     started = time.monotonic()
     try:

@@ -20,6 +20,9 @@ from pyroute2 import IPRoute
 from . import attach, bpfsys
 
 SMOKE_PROGRAM = "smoke_count"
+# A priority of its own, so that the smoke test never replaces (or removes) the
+# datapath's filter, which sits at attach.DEFAULT_PRIO.
+SMOKE_PRIO = 0xC000
 
 
 def smoke_source() -> str:
@@ -57,7 +60,8 @@ def smoke_test(ifname: str, *, during: Callable[[], object] | None = None) -> di
             ifindex = links[0]
             created = attach.ensure_clsact(ipr, ifindex)
             try:
-                attach.attach_program(ipr, ifindex, "ingress", fn.fd, SMOKE_PROGRAM)
+                attach.attach_program(ipr, ifindex, "ingress", fn.fd, SMOKE_PROGRAM,
+                                      prio=SMOKE_PRIO)
                 filters = attach.list_filters(ipr, ifindex, "ingress")
                 ours = [f for f in filters if f.prog_id == expected_id]
                 attached = bool(ours) and ours[0].direct_action
@@ -65,7 +69,7 @@ def smoke_test(ifname: str, *, during: Callable[[], object] | None = None) -> di
                     during()
                 packets, bytes_ = _read_counter(bpf["smoke_counter"])
             finally:
-                attach.detach_program(ipr, ifindex, "ingress")
+                attach.detach_program(ipr, ifindex, "ingress", prio=SMOKE_PRIO)
                 if created:
                     attach.remove_clsact(ipr, ifindex)
             left = [f for f in attach.list_filters(ipr, ifindex, "ingress")

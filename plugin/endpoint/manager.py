@@ -107,6 +107,13 @@ class EndpointManager:
             raise NotFound(f"endpoint {ep_id} not found", {"id": ep_id})
         return ep
 
+    def by_ifindex(self, ifindex: int) -> Endpoint | None:
+        with self._cache_lock:
+            for ep in self._cache.values():
+                if ep.ifindex == ifindex:
+                    return ep
+        return None
+
     def list(self) -> list[Endpoint]:
         with self._cache_lock:
             return sorted(self._cache.values(), key=lambda e: e.id)

@@ -1,0 +1,103 @@
+"""CHECK's verdict: does the container's network still match what ADD reported?
+
+Pure comparison of three views of one attachment: the ``prevResult`` the runtime
+cached, the agent's endpoint, and what the container's netns actually holds (as
+gathered by :mod:`cilium_py.cni.netns_probe`). Each mismatch is one sentence, so the
+runtime's event says what drifted rather than just "CHECK failed".
+"""
+
+from __future__ import annotations
+
+from .result import family_of
+
+TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
+if TYPE_CHECKING:
+    from typing import Any
+
+    Doc = dict[str, Any]
+
+
+def _norm_prefix(text: str) -> str:
+    """``10.0.0.1`` -> ``10.0.0.1/32``; ``default`` stays for the caller to expand."""
+    if "/" in text:
+        addr, _, plen = text.partition("/")
+        return f"{addr.lower()}/{int(plen)}"
+    return f"{text.lower()}/128" if family_of(text) == 6 else f"{text}/32"
+
+
+def _route_key(dst: str, gw: str | None) -> tuple[str, str]:
+    return _norm_prefix(dst), (gw or "").lower()
+
+
+def observed_from_ip_json(links: list[Doc], routes: list[Doc], ifname: str) -> Doc:
+    """``ip -j addr show dev IF`` and ``ip -j route`` (both families) -> a plain view."""
+    link = next((lk for lk in links if lk.get("ifname") == ifname), None)
+    if link is None:
+        return {"exists": False}
+    addresses = {_norm_prefix(f"{a['local']}/{a['prefixlen']}")
+                 for a in link.get("addr_info", [])
+                 if a.get("local") and a.get("scope") != "link"}
+    seen_routes = set()
+    for r in routes:
+        if r.get("dev") != ifname:
+            continue
+        dst = r.get("dst", "")
+        if dst == "default":
+            # The probe tags each route with the family it listed it under.
+            family = r.get("family") or (family_of(r["gateway"]) if r.get("gateway") else 4)
+            dst = "::/0" if family == 6 else "0.0.0.0/0"
+        seen_routes.add(_route_key(dst, r.get("gateway")))
+    return {
+        "exists": True,
+        "up": "UP" in (link.get("flags") or []),
+        "mac": (link.get("address") or "").lower(),
+        "addresses": addresses,
+        "routes": seen_routes,
+    }
+
+
+def _our_interface(prev: Doc, ifname: str, netns: str) -> tuple[int | None, Doc | None]:
+    for i, iface in enumerate(prev.get("interfaces", [])):
+        if iface.get("name") == ifname and iface.get("sandbox") == netns:
+            return i, iface
+    return None, None
+
+
+def compare(prev: Doc, endpoint: Doc, observed: Doc, ifname: str, netns: str) -> list[str]:
+    """Problems found, empty when the attachment is intact.
+
+    ``prev`` is the prevResult in the internal form (see :func:`result.parse`).
+    """
+    problems: list[str] = []
+    index, iface = _our_interface(prev, ifname, netns)
+    if iface is None:
+        problems.append(f"prevResult lists no interface {ifname!r} in sandbox {netns}")
+    want_addrs = {_norm_prefix(a) for a in (endpoint.get("addressing") or {}).values() if a}
+    prev_addrs = {_norm_prefix(ip["address"]) for ip in prev.get("ips", [])
+                  if index is None or ip.get("interface") in (None, index)}
+    if prev_addrs != want_addrs:
+        problems.append(f"prevResult addresses {sorted(prev_addrs)} differ from the agent's "
+                        f"endpoint {sorted(want_addrs)}")
+    if endpoint.get("state") == "disconnecting":
+        problems.append(f"the agent is disconnecting endpoint {endpoint.get('id')}")
+    want_routes = {_route_key(r["dst"], r.get("gateway")) for r in endpoint.get("routes") or []}
+    prev_routes = {_route_key(r["dst"], r.get("gw")) for r in prev.get("routes", [])}
+    missing_prev = want_routes - prev_routes
+    if missing_prev:
+        problems.append(f"prevResult lacks the agent's routes {sorted(missing_prev)}")
+
+    if not observed.get("exists"):
+        problems.append(f"interface {ifname!r} does not exist in {netns}")
+        return problems
+    if not observed.get("up"):
+        problems.append(f"interface {ifname!r} in {netns} is down")
+    if iface and iface.get("mac") and iface["mac"].lower() != observed.get("mac"):
+        problems.append(f"interface {ifname!r} has MAC {observed.get('mac')}, "
+                        f"prevResult says {iface['mac']}")
+    missing_addrs = want_addrs - observed.get("addresses", set())
+    if missing_addrs:
+        problems.append(f"interface {ifname!r} lacks addresses {sorted(missing_addrs)}")
+    missing_routes = want_routes - observed.get("routes", set())
+    if missing_routes:
+        problems.append(f"{netns} lacks routes {sorted(missing_routes)} via {ifname!r}")
+    return problems

@@ -1,0 +1,250 @@
+"""The agent's policy loop: store the rules, resolve them per endpoint, write the maps.
+
+The policy engine (``cilium_py.policy``) is pure; this module is its I/O edge. Rules are
+persisted in the store so a restarted agent enforces the same policy; CIDR prefixes
+named by rules get identities (labels ``cidr:<prefix>``) so the datapath can classify
+outside addresses with one LPM lookup; every change bumps a revision, and
+``wait(revision)`` returns once every endpoint runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import InvalidInput, NotFound
+from ..labels import LabelSet, cidr_identity_labels
+from ..labels.label import LabelError, parse_select_label
+from ..logs import get_logger
+from ..policy import (
+    EnforcementMode,
+    IdentityIndex,
+    PolicyValidationError,
+    Repository,
+    ResolvedPolicy,
+    cidr_identity_prefixes,
+    parse_policy,
+    resolve_policy,
+    trace_policy,
+)
+from ..policy.l4 import Protocol
+from ..store import Store
+
+log = get_logger("policy")
+
+RULES_KEY = "cilium-py/policy/rules"
+REVISION_KEY = "cilium-py/policy/revision"
+CIDR_USER = "policy-cidr"
+
+
+def parse_label_query(labels: Iterable[str]) -> list[Any]:
+    try:
+        return [parse_select_label(text) for text in labels]
+    except LabelError as exc:
+        raise InvalidInput(f"invalid label: {exc}", {"labels": str(exc)}) from exc
+
+
+class PolicyManager:
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.store: Store = agent.store
+        self.repo = Repository()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition()
+        self._index: IdentityIndex | None = None
+        self._cidr_ids: dict[str, int] = {}
+        self.resolved: dict[str, ResolvedPolicy] = {}
+        self.l7_proxies: tuple[str, ...] = ()
+
+    # -- persistence -------------------------------------------------------------------
+
+    def load(self) -> None:
+        kv = self.store.get(RULES_KEY)
+        rev = self.store.get(REVISION_KEY)
+        if kv is not None:
+            rules = parse_policy(json.loads(kv.value))
+            self.repo = Repository(revision=int(rev.value) if rev else 1)
+            if rules:
+                self.repo.replace_all(rules)
+            log.info("policy restored", extra={"fields": {
+                "rules": len(rules), "revision": self.repo.revision}})
+        self._sync_cidr_identities()
+
+    def _persist(self) -> None:
+        self.store.put(RULES_KEY, json.dumps(self.repo.to_json()).encode())
+        self.store.put(REVISION_KEY, str(self.repo.revision).encode())
+
+    # -- changes -------------------------------------------------------------------------
+
+    def import_rules(self, document: Any) -> int:
+        try:
+            rules = parse_policy(document)
+        except PolicyValidationError as exc:
+            summary = "; ".join(f"{k}: {v}" for k, v in sorted(exc.fields.items()))
+            raise InvalidInput(f"invalid policy: {summary}", dict(exc.fields)) from exc
+        with self._lock:
+            revision = self.repo.add(rules)
+            self._persist()
+            self._sync_cidr_identities()
+            for rule in rules:
+                for port in self._l7_ports(rule):
+                    log.warning("L7 rules enforced at L4 only until the proxy runs",
+                                extra={"fields": {"port": port}})
+        self.regenerate_all()
+        return revision
+
+    @staticmethod
+    def _l7_ports(rule: Any) -> list[str]:
+        out = []
+        for section in (*rule.ingress, *rule.egress):
+            for port_rule in section.to_ports:
+                if port_rule.rules is not None and not port_rule.rules.is_empty():
+                    out.extend(str(p) for p in port_rule.ports)
+        return out
+
+    def delete(self, labels: Iterable[str]) -> tuple[int, int]:
+        query = parse_label_query(labels)
+        with self._lock:
+            result = self.repo.delete(query)
+            if not result.deleted:
+                raise NotFound("no policy rule has these labels", {"labels": ",".join(labels)})
+            self._persist()
+            self._sync_cidr_identities()
+        self.regenerate_all()
+        return result.deleted, result.revision
+
+    def get(self, labels: Iterable[str] = ()) -> dict[str, Any]:
+        query = parse_label_query(labels)
+        return {"revision": self.repo.revision, "policy": self.repo.to_json(query)}
+
+    # -- identities of CIDRs ---------------------------------------------------------
+
+    def _sync_cidr_identities(self) -> None:
+        wanted = {str(p) for p in cidr_identity_prefixes(self.repo.rules)}
+        identities = self.agent.identities
+        for prefix in wanted - set(self._cidr_ids):
+            labels = cidr_identity_labels(prefix)
+            self._cidr_ids[prefix] = identities.allocate(labels, CIDR_USER + ":" + _safe(prefix))
+        for prefix in set(self._cidr_ids) - wanted:
+            identities.release(self._cidr_ids.pop(prefix), CIDR_USER + ":" + _safe(prefix))
+        self._index = None
+
+    def identity_changed(self) -> None:
+        self._index = None
+
+    def index(self) -> IdentityIndex:
+        if self._index is None:
+            self._index = IdentityIndex(
+                {k: v for k, v in self.agent.identities.all().items() if k >= 256}
+            )
+        return self._index
+
+    def ipcache(self) -> dict[str, int]:
+        """Address/prefix -> identity for the datapath's LPM map."""
+        out: dict[str, int] = dict(self._cidr_ids)
+        for ep in self.agent.endpoints.list():
+            for fam, plen in (("ipv4", 32), ("ipv6", 128)):
+                addr = ep.addressing.get(fam)
+                if addr:
+                    out[f"{addr}/{plen}"] = ep.identity
+        for fam, plen in ((4, 32), (6, 128)):
+            if self.agent.ipam.enabled(fam):
+                out[f"{self.agent.ipam.router(fam)}/{plen}"] = 1
+        return out
+
+    def sync_ipcache(self) -> None:
+        datapath = self.agent.datapath
+        if datapath is not None and hasattr(datapath, "set_ipcache"):
+            datapath.set_ipcache(self.ipcache())
+
+    # -- regeneration ------------------------------------------------------------------
+
+    def mode_for(self, ep: Any) -> EnforcementMode:
+        return EnforcementMode(ep.enforcement or self.agent.config.enforcement)
+
+    def resolve(self, ep: Any) -> ResolvedPolicy:
+        rules, revision = self.repo.snapshot()
+        return resolve_policy(
+            rules, LabelSet.parse(ep.labels), self.index(),
+            mode=self.mode_for(ep),
+            allow_host_ingress=self.agent.config.allow_host_ingress,
+            l7_proxies=self.l7_proxies,
+            revision=revision,
+        )
+
+    def regenerate(self, ep: Any) -> None:
+        resolved = self.resolve(ep)
+        datapath = self.agent.datapath
+        if datapath is not None and ep.ifindex and hasattr(datapath, "set_policy"):
+            datapath.set_policy(ep, resolved)
+        self.resolved[ep.id] = resolved
+        ep.policy_revision = resolved.revision or 0
+        with self._changed:
+            self._changed.notify_all()
+
+    def regenerate_all(self) -> None:
+        with self._lock:
+            started = time.monotonic()
+            self.sync_ipcache()
+            eps = self.agent.endpoints.list()
+            for ep in eps:
+                try:
+                    self.regenerate(ep)
+                except Exception:  # noqa: BLE001 - one endpoint must not block others
+                    log.exception("policy regeneration failed", extra={"fields": {"id": ep.id}})
+            log.info("policy regenerated", extra={"fields": {
+                "endpoints": len(eps), "revision": self.repo.revision,
+                "seconds": round(time.monotonic() - started, 3)}})
+
+    def forget(self, ep_id: str) -> None:
+        self.resolved.pop(ep_id, None)
+
+    def wait(self, revision: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                eps = self.agent.endpoints.list()
+                if all(ep.policy_revision >= revision for ep in eps) and (
+                    self.repo.revision >= revision
+                ):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+
+    # -- trace ---------------------------------------------------------------------------
+
+    def trace(self, src: list[str], dst: list[str], dport: str | None) -> dict[str, Any]:
+        try:
+            source = LabelSet.parse(src)
+            destination = LabelSet.parse(dst)
+        except LabelError as exc:
+            raise InvalidInput(f"invalid label: {exc}", {"labels": str(exc)}) from exc
+        port, proto = None, Protocol.ANY
+        if dport:
+            text, _, proto_text = dport.partition("/")
+            try:
+                port = int(text)
+                proto = Protocol[(proto_text or "ANY").upper()]
+                if not 1 <= port <= 65535:
+                    raise ValueError
+            except (ValueError, KeyError) as exc:
+                raise InvalidInput(f"invalid port {dport!r}: use PORT[/TCP|UDP|ANY]",
+                                   {"dport": dport}) from exc
+        result = trace_policy(
+            self.repo.rules, source, destination, port=port, protocol=proto,
+            mode=EnforcementMode(self.agent.config.enforcement),
+            allow_host_ingress=self.agent.config.allow_host_ingress,
+            l7_proxies=self.l7_proxies,
+        )
+        doc = result.to_dict()
+        doc["text"] = result.render()
+        return doc
+
+
+def _safe(prefix: str) -> str:
+    return prefix.replace("/", "_").replace(":", "-")

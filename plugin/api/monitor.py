@@ -1,0 +1,36 @@
+"""``GET /v1/monitor``: a live stream of datapath events, one JSON object a line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request, stream_with_context
+
+from ..errors import InvalidInput
+
+bp = Blueprint("monitor", __name__)
+
+EVENT_TYPES = {"drop", "trace", "policy-verdict", "l7"}
+
+
+@bp.get("/v1/monitor")
+def monitor() -> Any:
+    types = {t for v in request.args.getlist("type") for t in v.split(",") if t}
+    unknown = types - EVENT_TYPES
+    if unknown:
+        raise InvalidInput(
+            f"unknown event type {sorted(unknown)[0]!r}: use {', '.join(sorted(EVENT_TYPES))}",
+            {"type": ",".join(sorted(unknown))},
+        )
+    endpoint = request.args.get("from") or None
+    sub = current_app.config["AGENT"].events.subscribe(types, endpoint)
+
+    def generate() -> Any:
+        yield json.dumps({"type": "hello", "filters": {"type": sorted(types),
+                                                        "from": endpoint}}) + "\n"
+        for event in sub.events():
+            # A heartbeat line lets the server notice a closed client connection.
+            yield (json.dumps(event, default=str) if event is not None else "") + "\n"
+
+    return Response(stream_with_context(generate()), mimetype="application/x-ndjson")

@@ -1,0 +1,93 @@
+"""Routes for policy, identities and the policy trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..errors import InvalidInput, NotFound
+from .body import json_body
+
+bp = Blueprint("policy", __name__)
+
+
+def _agent() -> Any:
+    return current_app.config["AGENT"]
+
+
+def _labels_arg() -> list[str]:
+    raw = request.args.getlist("labels")
+    return [part for item in raw for part in item.split(",") if part]
+
+
+@bp.put("/v1/policy")
+def put_policy() -> Any:
+    revision = _agent().policy.import_rules(json_body())
+    return jsonify({"revision": revision})
+
+
+@bp.get("/v1/policy")
+def get_policy() -> Any:
+    return jsonify(_agent().policy.get(_labels_arg()))
+
+
+@bp.delete("/v1/policy")
+def delete_policy() -> Any:
+    labels = _labels_arg()
+    if not labels and request.get_data(cache=True).strip():
+        body = json_body()
+        labels = body.get("labels", []) if isinstance(body, dict) else body
+    deleted, revision = _agent().policy.delete(labels)
+    return jsonify({"deleted": deleted, "revision": revision})
+
+
+@bp.get("/v1/policy/resolve")
+def resolve() -> Any:
+    src = _labels_from("source")
+    dst = _labels_from("destination")
+    return jsonify(_agent().policy.trace(src, dst, request.args.get("dport")))
+
+
+def _labels_from(name: str) -> list[str]:
+    values = [p for v in request.args.getlist(name) for p in v.split(",") if p]
+    if not values:
+        raise InvalidInput(f"query parameter {name} (labels) is required", {name: "missing"})
+    return values
+
+
+@bp.get("/v1/policy/wait/<int:revision>")
+def wait(revision: int) -> Any:
+    timeout = min(float(request.args.get("timeout", "30")), 300.0)
+    ok = _agent().policy.wait(revision, timeout)
+    resp = jsonify({"revision": revision, "reached": ok})
+    resp.status_code = 200 if ok else 504
+    return resp
+
+
+@bp.get("/v1/endpoint/<ep_id>/policy")
+def endpoint_policy(ep_id: str) -> Any:
+    agent = _agent()
+    ep = agent.endpoints.get(ep_id)
+    resolved = agent.policy.resolved.get(ep.id) or agent.policy.resolve(ep)
+    doc = resolved.to_dict()
+    doc["endpoint"] = ep.id
+    doc["identity"] = ep.identity
+    if agent.datapath is not None and hasattr(agent.datapath, "policy_entries"):
+        doc["map"] = agent.datapath.policy_entries(ep)
+    return jsonify(doc)
+
+
+@bp.get("/v1/identity")
+def identities() -> Any:
+    items = _agent().identities.all()
+    return jsonify([{"id": k, "labels": v.strings()} for k, v in sorted(items.items())])
+
+
+@bp.get("/v1/identity/<int:number>")
+def identity(number: int) -> Any:
+    labels = _agent().identities.get(number)
+    if labels is None:
+        raise NotFound(f"identity {number} not found", {"id": str(number)})
+    return jsonify({"id": number, "labels": labels.strings(),
+                    "users": _agent().identities.users(number)})

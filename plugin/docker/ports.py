@@ -1,0 +1,291 @@
+"""Published ports (``docker run -p``) as iptables DNAT rules in our own chains.
+
+dockerd leaves publishing to the network driver for remote drivers. The rules live in
+chains whose names say who owns them, so they never mix with dockerd's or anybody
+else's, and every rule carries a comment naming its Docker endpoint: revoking is "delete
+every rule with this comment", which also works after the plugin restarted and lost its
+memory. The rules are kernel state, so traffic keeps flowing while the plugin is down.
+
+- ``nat CILIUM_PY_DOCKER_DNAT``, jumped to from PREROUTING and OUTPUT for traffic to a
+  local address: ``HostIP:HostPort -> container:Port``.
+- ``filter CILIUM_PY_DOCKER_FWD``, jumped to first from FORWARD: accept exactly the
+  DNATed flows in both directions (dockerd's FORWARD policy is DROP). The container's
+  ingress policy still applies in the datapath; the source is ``world``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import Conflict, InvalidInput, Unavailable
+from ..logs import get_logger
+from .protocol import PROTO_NAMES
+
+log = get_logger("docker.ports")
+
+NAT_CHAIN = "CILIUM_PY_DOCKER_DNAT"
+FWD_CHAIN = "CILIUM_PY_DOCKER_FWD"
+COMMENT_PREFIX = "cilium-py-docker:"
+EPHEMERAL_FIRST, EPHEMERAL_LAST = 49153, 60999
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One published port, resolved: ``host_port`` is a concrete port."""
+
+    proto: int
+    port: int
+    host_ip: str
+    host_port: int
+
+    def to_docker(self, container_ip: str = "") -> dict[str, Any]:
+        """The PortBinding JSON dockerd expects back (EndpointOperInfo)."""
+        return {"Proto": self.proto, "IP": container_ip, "Port": self.port,
+                "HostIP": self.host_ip, "HostPort": self.host_port,
+                "HostPortEnd": self.host_port}
+
+
+@dataclass
+class Request:
+    """A binding as dockerd asks for it: ``host_port`` 0 means "any", a range means one of."""
+
+    proto: int
+    port: int
+    host_ip: str = ""
+    host_port: int = 0
+    host_port_end: int = 0
+
+    @classmethod
+    def from_docker(cls, doc: Any) -> Request:
+        if not isinstance(doc, dict):
+            raise InvalidInput(f"port binding must be an object, not {doc!r}")
+        try:
+            req = cls(
+                proto=int(doc.get("Proto", 6)),
+                port=int(doc.get("Port", 0)),
+                host_ip=str(doc.get("HostIP") or ""),
+                host_port=int(doc.get("HostPort") or 0),
+                host_port_end=int(doc.get("HostPortEnd") or 0),
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed port binding {doc!r}: {exc}") from exc
+        if req.proto not in PROTO_NAMES:
+            raise InvalidInput(f"unsupported protocol number {req.proto} in port binding")
+        if not 0 < req.port < 65536 or not 0 <= req.host_port < 65536:
+            raise InvalidInput(f"port out of range in binding {doc!r}")
+        if req.host_ip:
+            try:
+                req.host_ip = str(ipaddress.ip_address(req.host_ip))
+            except ValueError as exc:
+                raise InvalidInput(f"HostIP {req.host_ip!r} is not an address") from exc
+        return req
+
+
+class Publisher(Protocol):
+    def publish(self, eid: str, ipv4: str | None, ipv6: str | None,
+                requests: Sequence[Request]) -> list[Binding]: ...
+    def revoke(self, eid: str) -> None: ...
+
+
+Runner = Callable[[Sequence[str]], str]
+
+
+def run_command(argv: Sequence[str]) -> str:
+    """Run iptables; a failure is Unavailable with iptables' own message."""
+    try:
+        res = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unavailable(f"cannot run {argv[0]}: {exc}") from exc
+    if res.returncode != 0:
+        raise Unavailable(f"{' '.join(argv)} failed: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def _families(binding: Request, ipv4: str | None, ipv6: str | None) -> list[tuple[int, str]]:
+    """(family, container address) pairs a binding is published for."""
+    if binding.host_ip:
+        version = ipaddress.ip_address(binding.host_ip).version
+        target = ipv4 if version == 4 else ipv6
+        if target is None:
+            raise InvalidInput(
+                f"cannot publish on {binding.host_ip}: the container has no "
+                f"IPv{version} address on this network")
+        return [(version, target)]
+    return [(v, a) for v, a in ((4, ipv4), (6, ipv6)) if a is not None]
+
+
+def _port_free(proto: int, port: int) -> bool:
+    kind = socket.SOCK_DGRAM if proto == 17 else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class IptablesPublisher:
+    """:class:`Publisher` writing iptables/ip6tables rules; ``runner`` is swappable for tests."""
+
+    runner: Runner = run_command
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: set[int] = field(default_factory=set)
+
+    def _tool(self, family: int) -> str:
+        return "iptables" if family == 4 else "ip6tables"
+
+    def _ipt(self, family: int, *args: str) -> str:
+        return self.runner([self._tool(family), "-w", "5", *args])
+
+    def _has(self, family: int, *rule: str) -> bool:
+        try:
+            self._ipt(family, "-C", *rule)
+            return True
+        except Unavailable:
+            return False
+
+    def _ensure_chains(self, family: int) -> None:
+        if family in self._ready:
+            return
+        for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+            try:
+                self._ipt(family, "-t", table, "-N", chain)
+            except Unavailable:
+                pass  # exists already
+        local = ("-m", "addrtype", "--dst-type", "LOCAL")
+        loopback = "127.0.0.0/8" if family == 4 else "::1/128"
+        jumps = [
+            ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
+            ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
+            ("filter", "FORWARD", ("-j", FWD_CHAIN)),
+        ]
+        for table, parent, rule in jumps:
+            if not self._has(family, "-t", table, parent, *rule):
+                self._ipt(family, "-t", table, "-I", parent, "1", *rule)
+        self._ready.add(family)
+
+    def _published_ports(self) -> set[tuple[int, int]]:
+        """(proto, host port) pairs that our rules already use, both families."""
+        used: set[tuple[int, int]] = set()
+        for family in (4, 6):
+            try:
+                text = self._ipt(family, "-t", "nat", "-S", NAT_CHAIN)
+            except Unavailable:
+                continue
+            for line in text.splitlines():
+                words = line.split()
+                if "--dport" in words and "-p" in words:
+                    proto = {v: k for k, v in PROTO_NAMES.items()}.get(words[words.index("-p") + 1])
+                    if proto is not None:
+                        used.add((proto, int(words[words.index("--dport") + 1])))
+        return used
+
+    def _choose_port(self, req: Request, used: set[tuple[int, int]]) -> int:
+        if req.host_port and req.host_port_end in (0, req.host_port):
+            if (req.proto, req.host_port) in used:
+                raise Conflict(
+                    f"host port {req.host_port}/{PROTO_NAMES[req.proto]} is already published")
+            return req.host_port
+        first, last = ((req.host_port, req.host_port_end) if req.host_port
+                       else (EPHEMERAL_FIRST, EPHEMERAL_LAST))
+        for port in range(first, last + 1):
+            if (req.proto, port) not in used and _port_free(req.proto, port):
+                return port
+        raise Conflict(f"no free host port in {first}-{last}/{PROTO_NAMES[req.proto]}")
+
+    def _rules(self, eid: str, family: int, container_ip: str, req: Request,
+               host_port: int) -> list[tuple[str, ...]]:
+        proto = PROTO_NAMES[req.proto]
+        comment = ("-m", "comment", "--comment", COMMENT_PREFIX + eid)
+        dest = f"{container_ip}:{req.port}" if family == 4 else f"[{container_ip}]:{req.port}"
+        host = ("-d", req.host_ip) if req.host_ip else ()
+        return [
+            ("-t", "nat", "-A", NAT_CHAIN, *host, "-p", proto, "--dport", str(host_port),
+             *comment, "-j", "DNAT", "--to-destination", dest),
+            ("-t", "filter", "-A", FWD_CHAIN, "-d", container_ip, "-p", proto,
+             "--dport", str(req.port), "-m", "conntrack", "--ctstate", "DNAT",
+             *comment, "-j", "ACCEPT"),
+            ("-t", "filter", "-A", FWD_CHAIN, "-s", container_ip, "-p", proto,
+             "--sport", str(req.port), "-m", "conntrack", "--ctstate", "DNAT",
+             *comment, "-j", "ACCEPT"),
+        ]
+
+    def publish(self, eid: str, ipv4: str | None, ipv6: str | None,
+                requests: Sequence[Request]) -> list[Binding]:
+        if not requests:
+            return []
+        with self._lock:
+            self._revoke_locked(eid)  # idempotent: a repeated call replaces, never doubles
+            used = self._published_ports()
+            bindings: list[Binding] = []
+            try:
+                for req in requests:
+                    targets = _families(req, ipv4, ipv6)
+                    host_port = self._choose_port(req, used)
+                    used.add((req.proto, host_port))
+                    for family, container_ip in targets:
+                        self._ensure_chains(family)
+                        for rule in self._rules(eid, family, container_ip, req, host_port):
+                            self._ipt(family, *rule)
+                    bindings.append(Binding(req.proto, req.port, req.host_ip, host_port))
+            except Exception:
+                self._revoke_locked(eid)
+                raise
+        log.info("ports published", extra={"fields": {
+            "endpoint": eid, "ports": [f"{b.host_port}->{b.port}" for b in bindings]}})
+        return bindings
+
+    def _rules_of(self, family: int, table: str, chain: str, eid: str) -> list[list[str]]:
+        try:
+            text = self._ipt(family, "-t", table, "-S", chain)
+        except Unavailable:
+            return []
+        tag = COMMENT_PREFIX + eid
+        out = []
+        for line in text.splitlines():
+            words = line.split()
+            if words[:1] == ["-A"] and tag in (w.strip('"') for w in words):
+                out.append([w.strip('"') for w in words[2:]])
+        return out
+
+    def _revoke_locked(self, eid: str) -> None:
+        for family in (4, 6):
+            for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+                for rule in self._rules_of(family, table, chain, eid):
+                    try:
+                        self._ipt(family, "-t", table, "-D", chain, *rule)
+                    except Unavailable as exc:
+                        log.warning("could not remove a port rule",
+                                    extra={"fields": {"endpoint": eid, "error": str(exc)}})
+
+    def revoke(self, eid: str) -> None:
+        with self._lock:
+            self._revoke_locked(eid)
+
+    def endpoints_with_rules(self) -> set[str]:
+        """Endpoint ids that have rules (used to sweep rules of endpoints that are gone)."""
+        found: set[str] = set()
+        for family in (4, 6):
+            try:
+                text = self._ipt(family, "-t", "nat", "-S", NAT_CHAIN)
+            except Unavailable:
+                continue
+            for word in text.split():
+                word = word.strip('"')
+                if word.startswith(COMMENT_PREFIX):
+                    found.add(word[len(COMMENT_PREFIX):])
+        return found
+
+
+def requests_from(options: dict[str, Any], key: str) -> list[Request]:
+    raw: Iterable[Any] = options.get(key) or []
+    if not isinstance(raw, list):
+        raise InvalidInput(f"{key} must be a list")
+    return [Request.from_docker(doc) for doc in raw]
