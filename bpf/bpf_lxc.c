@@ -179,19 +179,25 @@ static __always_inline int from_container_ipv4(struct __sk_buff *skb,
 }
 #endif
 
-#ifdef ENABLE_IPV6
+/*
+ * Compiled even without ENABLE_IPV6: a container's kernel speaks IPv6 on its
+ * link anyway (neighbour discovery, MLD from its link-local address). That is
+ * let through, only other IPv6 is dropped as unsupported, which keeps the drop
+ * counters and events for real problems.
+ */
 static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 					       const struct ep_config *cfg,
 					       struct pkt_info *pkt)
 {
-	int nd;
+	int nd, own;
 
 	if (ipv6_load(skb, pkt) < 0 || l4_load(skb, pkt) < 0)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
 	if (!mac_eq(pkt->smac, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	nd = pkt->proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt->icmp_type);
-	if (!((cfg->flags & EP_F_HAS_IPV6) && addr6_eq(pkt->saddr, cfg->ipv6))) {
+	own = (cfg->flags & EP_F_HAS_IPV6) && addr6_eq(pkt->saddr, cfg->ipv6);
+	if (!own) {
 		/* Neighbour discovery and MLD legitimately use link-local or :: sources. */
 		if (!nd || !(addr6_eq(pkt->saddr, cfg->ipv6_ll) ||
 			     ipv6_is_unspecified(pkt->saddr)))
@@ -200,9 +206,12 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 	/* ND/MLD concern the link to the node only: not tracked, never delivered. */
 	if (nd)
 		return to_stack(skb);
+#ifdef ENABLE_IPV6
 	return from_container_l4(skb, cfg, pkt);
-}
+#else
+	return drop_from(skb, pkt, DROP_UNSUPPORTED_L3, cfg);
 #endif
+}
 
 int from_container(struct __sk_buff *skb)
 {
@@ -223,10 +232,8 @@ int from_container(struct __sk_buff *skb)
 	case ETH_P_IP_:
 		return from_container_ipv4(skb, cfg, &pkt);
 #endif
-#ifdef ENABLE_IPV6
 	case ETH_P_IPV6_:
 		return from_container_ipv6(skb, cfg, &pkt);
-#endif
 	default:
 		return drop_from(skb, &pkt, DROP_UNSUPPORTED_L3, cfg);
 	}

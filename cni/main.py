@@ -1,7 +1,9 @@
-"""``cilium-py-cni``: the CNI plugin binary (filled in by the CNI issue).
+"""``cilium-py-cni``: the CNI plugin binary that kubelet, containerd, CRI-O and Mesos exec.
 
-For now it answers VERSION and refuses every other command with CNI error 4, so a
-runtime that finds it gets a spec-shaped answer rather than a crash.
+One exec, one command: read CNI_* and the stdin config, ask the agent, print the result
+(or the spec's error object) on stdout, exit 0 (or 1). Every failure reaches the
+runtime through the single ``except CNIError`` below; anything unexpected becomes code
+100 with the traceback in the log file, never a Python traceback on stdout.
 """
 
 from __future__ import annotations
@@ -9,26 +11,80 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
-SUPPORTED = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+from . import version
+from .errors import INTERNAL, CNIError
+from .invocation import DEFAULT_LOG_FILE, decode, parse_netconf, peek_version, read_environment
+from .log import Log
+
+TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, TextIO
+
+# Where messages go before the config (which may name another file) has been read.
+LOG_ENV = "CILIUM_PY_CNI_LOG"
+
+
+def _emit(out: TextIO, doc: dict[str, Any]) -> None:
+    out.write(json.dumps(doc) + "\n")
+    out.flush()
+
+
+def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
+    """The whole plugin minus process set-up; returns the exit code."""
+    from . import commands  # after VERSION, which needs none of it
+    from .agent_client import AgentClient
+
+    started = time.monotonic()
+    cni_version = version.LATEST
+    command = environ.get("CNI_COMMAND", "")
+    try:
+        env = read_environment(environ)
+        log.configure(log.path, "info", command=command, container=env.container_id,
+                      ifname=env.ifname)
+        if command == "VERSION":
+            requested = peek_version(stdin) if stdin.strip() else None
+            _emit(out, version.version_info(requested))
+            return 0
+        cni_version = peek_version(stdin)
+        conf = parse_netconf(decode(stdin))
+        cni_version = conf.cni_version
+        # The config's log-file wins; without one, keep the default (or $CILIUM_PY_CNI_LOG).
+        log_path = conf.log_file if "log-file" in conf.raw else log.path
+        log.configure(log_path, conf.log_level, network=conf.name)
+        doc = commands.run(env, conf, AgentClient(conf.agent_socket), log)
+        if doc is not None:
+            _emit(out, doc)
+        log.info(f"{command} done", ms=round((time.monotonic() - started) * 1000, 1))
+        return 0
+    except CNIError as exc:
+        log.error(f"{command or 'command'} failed: {exc.msg}", code=exc.code,
+                  details=exc.details)
+        _emit(out, exc.to_json(cni_version))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the runtime must get a CNI error, not a trace
+        import traceback
+
+        log.error(f"{command or 'command'} crashed: {exc!r}", trace=traceback.format_exc())
+        _emit(out, CNIError(INTERNAL, f"internal error in cilium-py-cni: {exc!r}",
+                            "see the plugin's log file").to_json(cni_version))
+        return 1
 
 
 def main() -> int:
-    command = os.environ.get("CNI_COMMAND", "")
-    if command == "VERSION":
-        print(json.dumps({"cniVersion": "1.1.0", "supportedVersions": SUPPORTED}))
-        return 0
-    print(
-        json.dumps(
-            {
-                "cniVersion": "1.1.0",
-                "code": 4,
-                "msg": f"CNI_COMMAND {command!r} is not supported yet",
-                "details": "",
-            }
-        )
-    )
-    return 1
+    """Console-script entry: stdout is reserved for the one result document."""
+    out = sys.stdout
+    # Anything printed by accident (ours or a library's) lands in stderr instead.
+    sys.stdout = sys.stderr
+    log = Log(os.environ.get(LOG_ENV) or DEFAULT_LOG_FILE)
+    try:
+        stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+        return run(os.environ, stdin, out, log)
+    finally:
+        log.close()
+        sys.stdout = out
 
 
 if __name__ == "__main__":

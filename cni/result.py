@@ -80,6 +80,10 @@ def from_endpoint(ep: Doc, ifname: str, netns: str, dns: Doc | None = None) -> D
     return result
 
 
+def _copy_dns(dns: Doc | None) -> Doc:
+    return {k: list(v) if isinstance(v, list) else v for k, v in (dns or {}).items()}
+
+
 def _route_out(route: Doc, cni_version: str) -> Doc:
     out: Doc = {"dst": route["dst"]}
     if route.get("gw"):
@@ -111,7 +115,7 @@ def render(result: Doc, cni_version: str) -> Doc:
         "interfaces": [dict(i) for i in result.get("interfaces", [])],
         "ips": ips,
         "routes": [_route_out(r, cni_version) for r in result.get("routes", [])],
-        "dns": dict(result.get("dns") or {}),
+        "dns": _copy_dns(result.get("dns")),
     }
     return doc
 
@@ -132,7 +136,7 @@ def _render_legacy(result: Doc, cni_version: str) -> Doc:
         if routes:
             block["routes"] = routes
         doc[key] = block
-    doc["dns"] = dict(result.get("dns") or {})
+    doc["dns"] = _copy_dns(result.get("dns"))
     return doc
 
 

@@ -7,6 +7,7 @@ else in the process writes the store or the kernel.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +50,7 @@ class Agent:
         self.events = EventHub()
         self.policy = PolicyManager(self)
         self.node_started = False
+        self._stopping = threading.Event()
 
     def _endpoint_changed(self, ep: Any, event: str) -> None:
         """Keep policy in step with endpoints.
@@ -99,9 +101,27 @@ class Agent:
             self.datapath.subscribe_drops(self._on_drop)
         self.policy.load()
         summary = self.endpoints.restore()
+        if self.datapath is not None:
+            keep = {ep.ifindex for ep in self.endpoints.list()}
+            summary["map-entries-removed"] = self.datapath.flush_orphans(keep)
         log.info("endpoints restored", extra={"fields": summary})
         self.policy.regenerate_all()
         self.node_started = True
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="cpy-maintenance", daemon=True
+        )
+        self._maintenance.start()
+
+    def _maintain(self, interval: float = 30.0) -> None:
+        """Periodic upkeep: expire conntrack entries, release unused identities."""
+        while not self._stopping.wait(interval):
+            try:
+                if self.datapath is not None:
+                    self.datapath.gc_ct()
+                if self.identities.collect_garbage():
+                    self.policy.identity_changed()
+            except Exception:  # noqa: BLE001 - upkeep must not kill the agent
+                log.exception("maintenance pass failed")
 
     def register_probe(self, name: str, probe: HealthProbe) -> None:
         """Subsystems add themselves to /v1/healthz as they come up."""
@@ -143,6 +163,7 @@ class Agent:
         flowing while the agent restarts. Only the netfilter rules are taken away,
         as dockerd's FORWARD policy expects of a well-behaved plugin."""
         log.info("agent stopping")
+        self._stopping.set()
         if self.masquerade is not None:
             try:
                 self.masquerade.remove()

@@ -1,0 +1,1 @@
+"""Reusable helpers for tests (network namespaces, traffic, a datapath in a worker)."""

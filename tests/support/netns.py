@@ -2,23 +2,31 @@
 
 Everything a kernel test creates lives in namespaces it made itself, named
 ``cpyt-<random>``, and is removed by name when the test ends (pass or fail):
-deleting a namespace takes its veths, dummies, routes and filters with it.
+deleting a namespace takes its veths, routes and tc filters with it. Pins go
+in a test-unique directory under /sys/fs/bpf, removed by ``remove_pins``.
 Nothing here touches the machine's own interfaces, routes or netfilter rules.
 
 Pieces:
 
 * ``unique_name`` / ``create_netns`` / ``delete_netns`` / ``netns`` (context
-  manager) / ``ip`` / ``sh``: create, use and remove namespaces by name.
-* ``NetnsWorker``: a forked child process that entered a namespace with
-  setns(2) and runs the callables it is sent. Unlike ``ip netns exec`` it keeps
-  the machine's /sys mounted (so /sys/fs/bpf pins work) and it keeps state
-  between calls (a running datapath, a listening socket). Send module-level
-  functions: they are pickled by name.
-* ``add_endpoint``: what the agent's endpoint manager does for a container (veth
-  pair, /32 and /128 addresses, gateway route and static neighbour, host
-  routes), so that datapath and policy tests can build a node by hand.
-* Traffic functions (``ping``, ``tcp_*``, ``udp_send``, ``send_raw_frame``)
-  meant to run inside a worker; they need no ping/nc binaries.
+  manager) / ``ip`` / ``ns_exec`` / ``sysctl`` / ``add_veth`` / ``bpf_root``:
+  create, use and remove namespaces and pin directories by name.
+* ``NetnsWorker`` / ``run_in_netns``: a forked child process that entered a
+  namespace with setns(2) and runs the callables it is sent. Unlike
+  ``ip netns exec`` it keeps the machine's /sys mounted (so /sys/fs/bpf pins
+  work) and it keeps state between calls (a running datapath, a listening
+  socket; see ``state()``). Send module-level functions: they are pickled by
+  name. ``kill()`` SIGKILLs exactly that child, as an agent crash would.
+* ``add_gateway`` / ``add_endpoint`` / ``build_node``: what the agent does for
+  a node and its containers (router address, veth pair, /32 and /128
+  addresses, gateway route and permanent neighbour, host routes), so that
+  datapath and policy tests can build a node by hand.
+* ``datapath_start`` / ``datapath_call`` / ``drop_events``: run a
+  ``cilium_py.datapath.Datapath`` inside a worker in the node namespace.
+* Traffic, meant to run inside a worker (``ping``, ``udp_send``,
+  ``udp_listen_*``, ``tcp_sink_*``, ``tcp_send``, ``tcp_stream_*``,
+  ``send_raw_frame`` with ``ipv4_udp_frame``/``arp_frame``) and counters
+  (``read_snmp``, ``read_snmp6``); no ping/nc binaries needed.
 """
 
 from __future__ import annotations

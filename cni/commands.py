@@ -1,0 +1,167 @@
+"""The CNI commands, each one agent call (or a few) and a translation of the answer.
+
+The agent owns all state; these functions only turn a runtime's request into the
+endpoint API's terms and the answer back into CNI's. Each returns the document to
+print on stdout (``None`` for commands that print nothing) or raises ``CNIError``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import args, ids, result, version
+from .errors import (
+    CHECK_FAILED,
+    INTERNAL,
+    INVALID_ENV,
+    INVALID_NETWORK_CONFIG,
+    PLUGIN_NOT_AVAILABLE,
+    PLUGIN_NOT_AVAILABLE_LIMITED,
+    AgentUnreachable,
+    CNIError,
+    from_agent,
+)
+
+TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .agent_client import AgentClient
+    from .invocation import Environment, NetConf
+    from .log import Log
+
+    Doc = dict[str, Any]
+
+STATUS_TIMEOUT = 10.0
+# DELETE answers: 404 means the endpoint is already gone, which DEL treats as done.
+_GONE_OK = (200, 202, 204, 404)
+
+
+def endpoint_request(env: Environment, conf: NetConf) -> Doc:
+    """The ``PUT /v1/endpoint/{id}`` body for this attachment."""
+    cni_args = args.parse_cni_args(env.args)
+    return {
+        "netns": env.netns,
+        "interface-name": env.ifname,
+        "container-id": env.container_id,
+        "container-name": args.container_name(cni_args),
+        "labels": args.endpoint_labels(cni_args, conf.args),
+        "addressing": {"ipv4": None, "ipv6": None},
+    }
+
+
+def add(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Doc:
+    """Create (or find again) the endpoint and report it in the config's version."""
+    body = endpoint_request(env, conf)
+    if not os.path.exists(env.netns):
+        raise CNIError(INVALID_ENV, f"CNI_NETNS {env.netns} does not exist")
+    ep_id = ids.endpoint_id(env.container_id, env.ifname)
+    log.debug("creating endpoint", endpoint=ep_id, labels=body["labels"])
+    resp = client.put_endpoint(ep_id, body)
+    if resp.status not in (200, 201) or not isinstance(resp.body, dict):
+        raise from_agent(resp.status, resp.body, f"create endpoint {ep_id}")
+    ep = resp.body
+    ours = result.from_endpoint(ep, env.ifname, env.netns, conf.dns)
+    if not ours["ips"]:
+        # A result without an address breaks every runtime; undo rather than report it.
+        client.delete_endpoint(ep_id)
+        raise CNIError(INTERNAL, f"the agent gave endpoint {ep_id} no address")
+    if conf.prev_result:
+        ours = result.merge(result.parse(conf.prev_result, conf.cni_version), ours)
+    log.info("endpoint ready", endpoint=ep_id, created=resp.status == 201,
+             addresses=[ip["address"] for ip in ours["ips"]], identity=ep.get("identity"))
+    return result.render(ours, conf.cni_version)
+
+
+def delete(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
+    """Remove the endpoint; already gone (or never made) counts as success."""
+    ep_id = ids.endpoint_id(env.container_id, env.ifname)
+    resp = client.delete_endpoint(ep_id)
+    if resp.status not in _GONE_OK:
+        raise from_agent(resp.status, resp.body, f"delete endpoint {ep_id}")
+    log.info("endpoint deleted" if resp.status != 404 else "endpoint already gone",
+             endpoint=ep_id)
+
+
+def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
+    """Compare prevResult, the agent's endpoint and the netns; any drift is code 101."""
+    from . import check as verdict
+    from . import netns_probe  # subprocess: only CHECK pays for it
+
+    if conf.prev_result is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs the prevResult of the ADD")
+    ep_id = ids.endpoint_id(env.container_id, env.ifname)
+    resp = client.get_endpoint(ep_id)
+    if resp.status != 200 or not isinstance(resp.body, dict):
+        raise from_agent(resp.status, resp.body, f"get endpoint {ep_id}")
+    prev = result.parse(conf.prev_result, conf.cni_version)
+    links, routes = netns_probe.list_interface(env.netns, env.ifname)
+    observed = verdict.observed_from_ip_json(links, routes, env.ifname)
+    problems = verdict.compare(prev, resp.body, observed, env.ifname, env.netns)
+    if problems:
+        raise CNIError(CHECK_FAILED, problems[0], "; ".join(problems))
+    log.debug("check passed", endpoint=ep_id)
+
+
+def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
+    """Delete this plugin's endpoints whose attachment the runtime no longer lists.
+
+    Keeps going past a failed delete so one stuck endpoint does not shield the rest,
+    then reports the first failure's code.
+    """
+    if conf.valid_attachments is None:
+        raise CNIError(INVALID_NETWORK_CONFIG, "GC needs 'cni.dev/valid-attachments'",
+                       "refusing to guess: without the list every endpoint would go")
+    valid = set(conf.valid_attachments)
+    resp = client.list_endpoints()
+    if resp.status != 200 or not isinstance(resp.body, list):
+        raise from_agent(resp.status, resp.body, "list endpoints")
+    failures: list[CNIError] = []
+    removed = []
+    for ep in resp.body:
+        if not isinstance(ep, dict) or not ids.is_cni_endpoint(ep):
+            continue
+        if (ep["container-id"], ep["interface-name"]) in valid:
+            continue
+        gone = client.delete_endpoint(ep["id"])
+        if gone.status in _GONE_OK:
+            removed.append(ep["id"])
+        else:
+            failures.append(from_agent(gone.status, gone.body, f"delete endpoint {ep['id']}"))
+    log.info("garbage collected", removed=removed, kept=len(valid), failed=len(failures))
+    if failures:
+        first = failures[0]
+        raise CNIError(first.code, f"GC could not remove {len(failures)} endpoint(s): "
+                       f"{first.msg}", "; ".join(f.msg for f in failures))
+
+
+def status(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
+    """0 when the agent answers and is not failing; 50 (no ADDs possible) or 51.
+
+    51 is reserved for a failing datapath, since only then may running containers
+    lose connectivity; an unreachable agent leaves the loaded programs working.
+    """
+    client.timeout = min(client.timeout, STATUS_TIMEOUT)
+    try:
+        resp = client.health()
+    except AgentUnreachable as exc:
+        raise CNIError(PLUGIN_NOT_AVAILABLE, exc.msg, exc.details) from None
+    doc = resp.body if isinstance(resp.body, dict) else {}
+    if resp.status == 200 and doc.get("status") in ("ok", "degraded"):
+        return
+    subsystems = doc.get("subsystems") if isinstance(doc.get("subsystems"), dict) else {}
+    failing = sorted(name for name, s in subsystems.items()
+                     if isinstance(s, dict) and s.get("status") == "failure")
+    code = (PLUGIN_NOT_AVAILABLE_LIMITED if any(n.startswith("datapath") for n in failing)
+            else PLUGIN_NOT_AVAILABLE)
+    details = "; ".join(f"{n}: {subsystems[n].get('message', '')}" for n in failing)
+    raise CNIError(code, f"cilium-py agent is not healthy (failing: {failing or 'unknown'})",
+                   details or f"healthz answered HTTP {resp.status}")
+
+
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
+
+
+def run(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Doc | None:
+    version.require_command_allowed(env.command, conf.cni_version)
+    return HANDLERS[env.command](env, conf, client, log)

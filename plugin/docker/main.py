@@ -1,0 +1,129 @@
+"""``cilium-py-docker``: the libnetwork plugin process (foreground, systemd style).
+
+It is its own process so that it can restart without touching the agent or the
+containers: the datapath lives in the kernel, addresses and endpoints in the agent, port
+rules in iptables, and the little the driver remembers in its state file. On start-up
+it reconciles that file and the port rules with the agent's endpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from ..config import DEFAULT_SOCKET
+from ..errors import CiliumPyError
+from ..logs import get_logger, setup_logging
+from .agent_api import HTTPAgentAPI
+from .ports import IptablesPublisher
+from .server import DEFAULT_PLUGIN_SOCKET, PluginServer, prepare_plugin_socket
+from .state import DriverState
+
+log = get_logger("docker.main")
+
+DEFAULT_STATE_FILE = "/var/lib/cilium-py/docker-driver.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="cilium-py-docker",
+        description="cilium-py's Docker libnetwork network and IPAM driver.",
+    )
+    parser.add_argument("--agent-socket", default=env("CILIUM_PY_SOCK") or DEFAULT_SOCKET,
+                        help="the agent's API socket (default: %(default)s; env CILIUM_PY_SOCK)")
+    parser.add_argument("--plugin-socket",
+                        default=env("CILIUM_PY_DOCKER_SOCKET") or DEFAULT_PLUGIN_SOCKET,
+                        help="where dockerd looks for the plugin (default: %(default)s)")
+    parser.add_argument("--state-file",
+                        default=env("CILIUM_PY_DOCKER_STATE") or DEFAULT_STATE_FILE,
+                        help="the driver's small state file (default: %(default)s)")
+    parser.add_argument("--watch-labels", action="store_true",
+                        help="also run the container label watcher here, for an agent "
+                             "that does not run it itself")
+    parser.add_argument("--docker-url", default="unix:///var/run/docker.sock",
+                        help="dockerd's API, for --watch-labels (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=8, help="request threads")
+    parser.add_argument("--log-format", choices=("json", "console"), default="json")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info")
+    return parser
+
+
+def _serving(path: str) -> bool:
+    """True when another process already answers on ``path``."""
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        try:
+            sock.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher) -> None:
+    """Forget endpoints the agent no longer has and remove their port rules.
+
+    Best effort: with the agent down it does nothing, and the next start retries.
+    """
+    try:
+        live = {ep.get("id") for ep in agent.list_endpoints()}
+    except CiliumPyError as exc:
+        log.warning("agent unreachable; skipping reconciliation",
+                    extra={"fields": {"error": exc.message}})
+        return
+    stale = {eid for eid in state.snapshot()["endpoints"] if eid not in live}
+    try:
+        stale |= {eid for eid in ports.endpoints_with_rules() if eid not in live}
+    except CiliumPyError as exc:
+        log.warning("cannot list port rules", extra={"fields": {"error": exc.message}})
+    for eid in stale:
+        ports.revoke(eid)
+    if stale:
+        with state.edit() as doc:
+            for eid in stale:
+                doc["endpoints"].pop(eid, None)
+        log.info("reconciled", extra={"fields": {"forgotten": sorted(stale)}})
+
+
+def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Runs in the gunicorn worker, which owns the state and serves the calls."""
+    from .app import create_app
+
+    setup_logging(args.log_format, args.log_level)
+    agent = HTTPAgentAPI(args.agent_socket)
+    state = DriverState(args.state_file)
+    ports = IptablesPublisher()
+    reconcile(agent, state, ports)
+    if args.watch_labels:
+        from .labels import DockerLabelWatcher
+
+        watcher = DockerLabelWatcher(agent.set_labels, docker_url=args.docker_url)
+        watcher.start()
+        build_app.watcher = watcher  # type: ignore[attr-defined]
+    log.info("docker driver ready", extra={"fields": {
+        "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket}})
+    return create_app(agent, state, ports)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    if _serving(args.plugin_socket):
+        print(f"cilium-py-docker: cannot start: another process serves {args.plugin_socket}",
+              file=sys.stderr)
+        return 1
+    prepare_plugin_socket(args.plugin_socket)
+    log.info("starting docker driver", extra={"fields": {"plugin_socket": args.plugin_socket}})
+    PluginServer(lambda: build_app(args), args.plugin_socket, args.threads).run()
+    log.info("docker driver stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
