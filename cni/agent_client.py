@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _socket
 import json
+import time
 
 from .errors import INTERNAL, AgentUnreachable, CNIError
 
@@ -104,10 +105,7 @@ class AgentClient:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            try:
-                sock.connect(self.socket_path)
-            except OSError as exc:
-                raise AgentUnreachable(self.socket_path, f"connect: {exc}") from None
+            self._connect(sock)
             try:
                 sock.sendall(build_request(method, path, body))
                 chunks = []
@@ -138,7 +136,28 @@ class AgentClient:
             raise CNIError(INTERNAL, f"unreadable answer from the agent to {method} {path}",
                            str(exc)) from None
 
-    # The four calls the plugin makes.
+    def _connect(self, sock: _socket.socket) -> None:
+        """Connect, waiting out a full listen backlog.
+
+        With a timeout set the socket is non-blocking, and a unix socket whose backlog
+        is full answers EAGAIN at once instead of waiting (as TCP would): under a burst
+        of concurrent execs that must mean "retry shortly", not "agent unreachable".
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = 0.002
+        while True:
+            try:
+                sock.connect(self.socket_path)
+                return
+            except BlockingIOError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise AgentUnreachable(self.socket_path, f"connect: {exc}") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except OSError as exc:
+                raise AgentUnreachable(self.socket_path, f"connect: {exc}") from None
+
+    # The calls the plugin makes.
     def put_endpoint(self, ep_id: str, body: dict[str, Any]) -> Response:
         return self.request("PUT", f"/v1/endpoint/{ep_id}", body)
 

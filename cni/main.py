@@ -40,6 +40,9 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
     started = time.monotonic()
     cni_version = version.LATEST
     command = environ.get("CNI_COMMAND", "")
+    if command != "VERSION":
+        # Errors, even about the environment, are worded in the config's version.
+        cni_version = peek_version(stdin)
     try:
         env = read_environment(environ)
         log.configure(log.path, "info", command=command, container=env.container_id,
@@ -48,7 +51,6 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
             requested = peek_version(stdin) if stdin.strip() else None
             _emit(out, version.version_info(requested))
             return 0
-        cni_version = peek_version(stdin)
         conf = parse_netconf(decode(stdin))
         cni_version = conf.cni_version
         # The config's log-file wins; without one, keep the default (or $CILIUM_PY_CNI_LOG).

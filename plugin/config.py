@@ -84,6 +84,12 @@ class AgentConfig:
         True, _bool, "let the host (reserved:host) reach local endpoints"
     )
     threads: int = _setting(16, int, "API worker threads")
+    kubeconfig: str | None = _setting(
+        None, _optional_str, "kubeconfig: fetch pod labels from the Kubernetes API server"
+    )
+    docker_labels: bool = _setting(
+        True, _bool, "learn container labels from dockerd (when its socket exists)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}

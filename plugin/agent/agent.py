@@ -47,6 +47,16 @@ class Agent:
         self.endpoints = EndpointManager(
             self.store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
         )
+        if config.kubeconfig:
+            from ..k8s.pods import PodLabels, pod_of
+
+            pods = PodLabels.from_kubeconfig(config.kubeconfig)
+
+            def pod_labels(labels: list[str]) -> list[str]:
+                named = pod_of(labels)
+                return pods.labels(*named) if named else []
+
+            self.endpoints.label_sources.append(pod_labels)
         self.events = EventHub()
         self.policy = PolicyManager(self)
         self.node_started = False

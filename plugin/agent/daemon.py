@@ -74,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cilium-py-agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_format, config.log_level)
+    if config.kubeconfig:
+        from ..k8s.kubeconfig import KubeconfigError, load_kubeconfig
+
+        try:
+            load_kubeconfig(config.kubeconfig)
+        except (KubeconfigError, OSError) as exc:
+            print(f"cilium-py-agent: invalid configuration: kubeconfig: {exc}", file=sys.stderr)
+            return 2
 
     failing = [c for c in prereqs.run_all(config.bpf_root) if not c.ok]
     if failing:

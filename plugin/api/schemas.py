@@ -38,6 +38,8 @@ class ConfigSchema(Schema):
     enforcement = fields.String()
     allow_host_ingress = fields.Boolean(data_key="allow-host-ingress")
     threads = fields.Integer()
+    kubeconfig = fields.String(allow_none=True)
+    docker_labels = fields.Boolean(data_key="docker-labels")
 
 
 class ErrorSchema(Schema):

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "that does not run it itself")
     parser.add_argument("--docker-url", default="unix:///var/run/docker.sock",
                         help="dockerd's API, for --watch-labels (default: %(default)s)")
+    parser.add_argument("--remove-port-chains", action="store_true",
+                        help="remove the plugin's iptables chains (when no port is "
+                             "published) and exit; for uninstalling")
     parser.add_argument("--threads", type=int, default=8, help="request threads")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -114,6 +117,12 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
+    if args.remove_port_chains:
+        if IptablesPublisher().remove_chains():
+            return 0
+        print("cilium-py-docker: ports are still published; remove those containers first",
+              file=sys.stderr)
+        return 1
     if _serving(args.plugin_socket):
         print(f"cilium-py-docker: cannot start: another process serves {args.plugin_socket}",
               file=sys.stderr)

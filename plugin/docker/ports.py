@@ -144,9 +144,9 @@ class IptablesPublisher:
     def _ipt(self, family: int, *args: str) -> str:
         return self.runner([self._tool(family), "-w", "5", *args])
 
-    def _has(self, family: int, *rule: str) -> bool:
+    def _has(self, family: int, table: str, chain: str, *rule: str) -> bool:
         try:
-            self._ipt(family, "-C", *rule)
+            self._ipt(family, "-t", table, "-C", chain, *rule)
             return True
         except Unavailable:
             return False
@@ -167,7 +167,7 @@ class IptablesPublisher:
             ("filter", "FORWARD", ("-j", FWD_CHAIN)),
         ]
         for table, parent, rule in jumps:
-            if not self._has(family, "-t", table, parent, *rule):
+            if not self._has(family, table, parent, *rule):
                 self._ipt(family, "-t", table, "-I", parent, "1", *rule)
         self._ready.add(family)
 
@@ -268,6 +268,36 @@ class IptablesPublisher:
     def revoke(self, eid: str) -> None:
         with self._lock:
             self._revoke_locked(eid)
+
+    def remove_chains(self) -> bool:
+        """Remove our chains and the jumps to them, if no endpoint has rules left.
+
+        For uninstalling and for tests; never done on shutdown, because published ports
+        must keep working while the plugin restarts. Returns False (and removes
+        nothing) while any endpoint still publishes a port.
+        """
+        with self._lock:
+            if self.endpoints_with_rules():
+                return False
+            local = ("-m", "addrtype", "--dst-type", "LOCAL")
+            for family in (4, 6):
+                loopback = "127.0.0.0/8" if family == 4 else "::1/128"
+                jumps = [
+                    ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
+                    ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
+                    ("filter", "FORWARD", ("-j", FWD_CHAIN)),
+                ]
+                for table, parent, rule in jumps:
+                    while self._has(family, table, parent, *rule):
+                        self._ipt(family, "-t", table, "-D", parent, *rule)
+                for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+                    for op in ("-F", "-X"):
+                        try:
+                            self._ipt(family, "-t", table, op, chain)
+                        except Unavailable:
+                            pass  # never created
+            self._ready.clear()
+        return True
 
     def endpoints_with_rules(self) -> set[str]:
         """Endpoint ids that have rules (used to sweep rules of endpoints that are gone)."""

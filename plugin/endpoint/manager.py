@@ -54,7 +54,10 @@ class EndpointManager:
         identities: IdentityAllocator,
         datapath: Datapath | None,
         on_change: Callable[[Endpoint, str], None] | None = None,
+        label_sources: list[Callable[[list[str]], list[str]]] | None = None,
     ) -> None:
+        # Extra label providers (Kubernetes pod labels); each returns labels to add.
+        self.label_sources = label_sources or []
         self.store = store
         self.ipam = ipam
         self.identities = identities
@@ -122,7 +125,10 @@ class EndpointManager:
 
     def create(self, ep_id: str, req: dict[str, Any]) -> tuple[Endpoint, bool]:
         """Attach an endpoint; returns (endpoint, created). Idempotent per request."""
-        labels = parse_labels(req.get("labels") or [])
+        given = list(req.get("labels") or [])
+        for source in self.label_sources:
+            given += [lbl for lbl in source(given) if lbl not in given]
+        labels = parse_labels(given)
         with self._locked(ep_id):
             existing = self._load(ep_id)
             if existing is not None:

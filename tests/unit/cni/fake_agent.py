@@ -3,8 +3,9 @@
 The CNI plugin is an adapter: its unit tests check that it speaks CNI correctly for
 every answer the agent can give, including the failures a real agent rarely produces
 on demand (pool exhausted, 503, a hang, garbage). The real agent is used by the e2e
-tests. With ``plumb=True`` the fake also puts a dummy interface with the endpoint's
-addresses and routes into the container netns, so CHECK has something real to inspect.
+tests. With ``plumb=True`` the fake also puts an interface (a veth whose peer stays
+beside it) with the endpoint's addresses and routes into the container netns, so CHECK
+has something real to inspect.
 """
 
 from __future__ import annotations
@@ -145,11 +146,15 @@ class FakeAgent:
 
     def _plumb(self, ep: dict[str, Any]) -> None:
         ns, dev = ep["netns"], ep["interface-name"]
-        self._ip(ns, "link", "add", dev, "address", ep["mac"], "type", "dummy")
+        # A veth whose peer stays in the same netns: this kernel has no dummy driver.
+        peer = f"cpytp{ep['ifindex']}"
+        self._ip(ns, "link", "add", dev, "address", ep["mac"], "type", "veth", "peer", "name",
+                 peer)
         if self.ipv6:
-            # No DAD on a dummy: the address is usable at once, as the agent's is.
+            # No DAD: the address is usable at once, as the agent's is.
             subprocess.run(["nsenter", f"--net={ns}", "--", "sysctl", "-qw",
                             f"net.ipv6.conf.{dev}.accept_dad=0"], capture_output=True)
+        self._ip(ns, "link", "set", peer, "up")
         self._ip(ns, "link", "set", dev, "up")
         for key in ("ipv4", "ipv6"):
             addr = ep["addressing"][key]

@@ -119,3 +119,44 @@ def test_garbage_answer_is_internal_error(short_tmp: str) -> None:
     finally:
         t.join()
         srv.close()
+
+
+def test_full_backlog_is_waited_out_not_reported_unreachable(short_tmp: str) -> None:
+    """A unix socket with a full backlog answers EAGAIN at once; the client retries."""
+    path = os.path.join(short_tmp, "busy.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(0)
+    fillers = []
+    while True:  # fill the backlog until the kernel refuses with EAGAIN
+        s = socket.socket(socket.AF_UNIX)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            break
+        fillers.append(s)
+
+    def serve_later() -> None:
+        import time
+
+        time.sleep(0.3)
+        for _ in range(len(fillers) + 1):
+            conn, _ = srv.accept()
+            try:
+                if conn.recv(65536):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            except OSError:
+                pass
+            conn.close()
+            if fillers:
+                fillers.pop().close()
+
+    t = threading.Thread(target=serve_later)
+    t.start()
+    try:
+        assert AgentClient(path, timeout=5).health().status == 200
+    finally:
+        t.join()
+        srv.close()

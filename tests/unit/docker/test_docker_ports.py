@@ -1,0 +1,184 @@
+"""Port publishing rules, driven through a fake iptables that keeps real rule text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from cilium_py.docker.ports import (
+    FWD_CHAIN,
+    NAT_CHAIN,
+    IptablesPublisher,
+    Request,
+    requests_from,
+)
+from cilium_py.errors import Conflict, InvalidInput, Unavailable
+
+EID = "f4bfdb2ac6395e250a7a9ace048a7707f4ee62d4547485d126aaf1fedcbe184b"
+OTHER = "0" * 64
+
+
+class FakeIptables:
+    """Just enough of iptables: -N, -I, -A, -C, -D and -S per (tool, table, chain)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[tuple[str, str, str], list[list[str]]] = {}
+        self.commands: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str]) -> str:
+        argv = list(argv)
+        self.commands.append(argv)
+        tool, rest = argv[0], argv[3:]  # drop "-w 5"
+        table = "filter"
+        if rest[:1] == ["-t"]:
+            table, rest = rest[1], rest[2:]
+        op, chain, rule = rest[0], rest[1], rest[2:]
+        key = (tool, table, chain)
+        if op == "-N":
+            if key in self.chains:
+                raise Unavailable("Chain already exists.")
+            self.chains[key] = []
+            return ""
+        if op in ("-F", "-X"):
+            if key not in self.chains:
+                raise Unavailable(f"No chain/target/match by that name: {chain}")
+            if op == "-F":
+                self.chains[key] = []
+            else:
+                del self.chains[key]
+            return ""
+        rules = self.chains.setdefault(key, []) if chain in ("PREROUTING", "OUTPUT",
+                                                              "FORWARD") else self.chains.get(key)
+        if rules is None:
+            raise Unavailable(f"No chain/target/match by that name: {chain}")
+        if op == "-I":
+            rules.insert(int(rule[0]) - 1, rule[1:])
+        elif op == "-A":
+            rules.append(rule)
+        elif op == "-C":
+            if rule not in rules:
+                raise Unavailable("Bad rule (does a matching rule exist in that chain?).")
+        elif op == "-D":
+            rules.remove(rule)
+        elif op == "-S":
+            lines = [f"-N {chain}"]
+            for r in rules:
+                words = [f'"{w}"' if w.startswith("cilium-py-docker:") else w for w in r]
+                lines.append(" ".join(["-A", chain, *words]))
+            return "\n".join(lines) + "\n"
+        return ""
+
+    def rules(self, tool: str, table: str, chain: str) -> list[list[str]]:
+        return self.chains.get((tool, table, chain), [])
+
+
+@pytest.fixture
+def ipt() -> FakeIptables:
+    return FakeIptables()
+
+
+@pytest.fixture
+def publisher(ipt, monkeypatch) -> IptablesPublisher:
+    monkeypatch.setattr("cilium_py.docker.ports._port_free", lambda proto, port: port != 49153)
+    return IptablesPublisher(runner=ipt)
+
+
+def test_publish_v4_writes_dnat_and_forward_rules(publisher, ipt):
+    out = publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8080, 8080)])
+    assert [(b.port, b.host_port) for b in out] == [(80, 8080)]
+    nat = ipt.rules("iptables", "nat", NAT_CHAIN)
+    assert nat == [["-p", "tcp", "--dport", "8080", "-m", "comment", "--comment",
+                    f"cilium-py-docker:{EID}", "-j", "DNAT", "--to-destination",
+                    "10.201.0.6:80"]]
+    assert len(ipt.rules("iptables", "filter", FWD_CHAIN)) == 2
+    assert ipt.rules("iptables", "nat", "PREROUTING") == [
+        ["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_CHAIN]]
+    assert ipt.rules("iptables", "filter", "FORWARD") == [["-j", FWD_CHAIN]]
+    assert ipt.rules("ip6tables", "nat", NAT_CHAIN) == []
+
+
+def test_publish_dual_stack_without_host_ip(publisher, ipt):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(17, 53, "", 5353)])
+    v6 = ipt.rules("ip6tables", "nat", NAT_CHAIN)
+    assert v6[0][-1] == "[fd10:201::6]:53" and v6[0][1] == "udp"
+
+
+def test_host_ip_selects_the_family(publisher, ipt):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "::", 8080)])
+    assert ipt.rules("iptables", "nat", NAT_CHAIN) == []
+    assert ipt.rules("ip6tables", "nat", NAT_CHAIN)[0][:2] == ["-d", "::"]
+
+
+def test_host_ip_of_a_missing_family_is_refused(publisher):
+    with pytest.raises(InvalidInput):
+        publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "::1", 8080)])
+
+
+def test_any_host_port_picks_a_free_ephemeral_port(publisher):
+    out = publisher.publish(EID, "10.201.0.6", None, [Request(6, 9090), Request(6, 9091)])
+    assert [b.host_port for b in out] == [49154, 49155]  # 49153 is "in use"
+
+
+def test_range_picks_the_first_unpublished_port(publisher):
+    publisher.publish(OTHER, "10.201.0.7", None, [Request(6, 80, "", 8000)])
+    out = publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8000, 8002)])
+    assert out[0].host_port == 8001
+
+
+def test_a_port_published_twice_is_a_conflict(publisher):
+    publisher.publish(OTHER, "10.201.0.7", None, [Request(6, 80, "", 8080)])
+    with pytest.raises(Conflict):
+        publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8080)])
+
+
+def test_failure_midway_leaves_no_rules(publisher, ipt):
+    publisher.publish(OTHER, "10.201.0.7", None, [Request(6, 80, "", 8081)])
+    with pytest.raises(Conflict):
+        publisher.publish(EID, "10.201.0.6", None,
+                          [Request(6, 80, "", 8080), Request(6, 81, "", 8081)])
+    assert EID not in publisher.endpoints_with_rules()
+
+
+def test_publish_is_idempotent(publisher, ipt):
+    for _ in range(2):
+        publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8080)])
+    assert len(ipt.rules("iptables", "nat", NAT_CHAIN)) == 1
+
+
+def test_revoke_removes_only_that_endpoints_rules(publisher, ipt):
+    publisher.publish(OTHER, "10.201.0.7", "fd10:201::7", [Request(6, 80, "", 8081)])
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "", 8080)])
+    publisher.revoke(EID)
+    assert publisher.endpoints_with_rules() == {OTHER}
+    assert len(ipt.rules("ip6tables", "filter", FWD_CHAIN)) == 2
+    publisher.revoke(EID)  # idempotent
+
+
+def test_revoke_without_chains_is_fine(publisher):
+    publisher.revoke(EID)
+
+
+def test_requests_from_docker_options():
+    reqs = requests_from({"com.docker.network.portmap": [
+        {"Proto": 6, "IP": "", "Port": 80, "HostIP": "0.0.0.0", "HostPort": 8080,
+         "HostPortEnd": 8080}]}, "com.docker.network.portmap")
+    assert reqs == [Request(6, 80, "0.0.0.0", 8080, 8080)]
+    assert requests_from({}, "com.docker.network.portmap") == []
+
+
+@pytest.mark.parametrize("doc", [{"Proto": 6, "Port": 0}, {"Proto": 6, "Port": 70000},
+                                 {"Proto": 6, "Port": 80, "HostIP": "nope"},
+                                 {"Proto": "tcp", "Port": 80}, "80"])
+def test_bad_bindings(doc):
+    with pytest.raises(InvalidInput):
+        requests_from({"k": [doc]}, "k")
+
+
+def test_remove_chains_only_when_unused(publisher, ipt):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "", 8080)])
+    assert publisher.remove_chains() is False
+    publisher.revoke(EID)
+    assert publisher.remove_chains() is True
+    assert ipt.rules("iptables", "nat", "PREROUTING") == []
+    assert ipt.rules("ip6tables", "filter", "FORWARD") == []
