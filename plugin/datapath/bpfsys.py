@@ -26,6 +26,9 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_ENABLE_STATS = 32
+
+BPF_STATS_RUN_TIME = 0
 
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -114,12 +117,20 @@ class _MapInfo(ctypes.Structure):
 
 
 class _ProgInfo(ctypes.Structure):
+    # struct bpf_prog_info up to run_cnt; the fields in between are not used here.
     _fields_ = [
         ("type", ctypes.c_uint32),
         ("id", ctypes.c_uint32),
         ("tag", ctypes.c_uint8 * 8),
-        ("rest", ctypes.c_uint8 * 240),
+        ("middle", ctypes.c_uint8 * 176),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("rest", ctypes.c_uint8 * 48),
     ]
+
+
+class _StatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("rest", ctypes.c_uint8 * 124)]
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,33 @@ def prog_id(fd: int) -> int:
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
     return int(info.id)
+
+
+@dataclass(frozen=True)
+class ProgStats:
+    """Run count and total run time of a program; both stay 0 unless statistics
+    are enabled (``enable_stats`` or the kernel.bpf_stats_enabled sysctl)."""
+
+    run_cnt: int
+    run_time_ns: int
+
+    @property
+    def ns_per_run(self) -> float:
+        return self.run_time_ns / self.run_cnt if self.run_cnt else 0.0
+
+
+def prog_stats(fd: int) -> ProgStats:
+    info = _ProgInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return ProgStats(run_cnt=int(info.run_cnt), run_time_ns=int(info.run_time_ns))
+
+
+def enable_stats() -> int:
+    """Turn on per-program run time accounting for as long as the returned fd is
+    open (close it to turn it off again): unlike the sysctl, it cannot be left on
+    by a crashed benchmark."""
+    return _bpf(BPF_ENABLE_STATS, _StatsAttr(type=BPF_STATS_RUN_TIME))
 
 
 def map_lookup(fd: int, key: ctypes.Array | ctypes.Structure, value: ctypes._CData) -> bool:

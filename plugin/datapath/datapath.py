@@ -489,6 +489,18 @@ class Datapath:
         return {m.label: {"packets": sums.get(int(m), (0, 0))[0],
                           "bytes": sums.get(int(m), (0, 0))[1]} for m in Metric}
 
+    def prog_stats(self) -> dict[str, dict[str, int]]:
+        """Run count and run time per program (zero unless BPF statistics are on,
+        see ``bpfsys.enable_stats``): the datapath's own per-packet cost."""
+        with self._lock:
+            if self._loaded is None:
+                return {}
+            out = {}
+            for name, fd in self._loaded.fds.items():
+                st = bpfsys.prog_stats(fd)
+                out[name] = {"run_cnt": st.run_cnt, "run_time_ns": st.run_time_ns}
+            return out
+
     def subscribe_drops(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(event_dict)`` for every drop, on a background thread."""
         with self._lock:

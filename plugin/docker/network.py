@@ -271,8 +271,9 @@ class NetworkDriver:
     def join(self, body: dict[str, Any]) -> dict[str, Any]:
         nid = require_str(body, "NetworkID")
         eid = require_str(body, "EndpointID")
-        require_str(body, "SandboxKey")
+        sandbox = require_str(body, "SandboxKey")
         ep = self._endpoint(eid)
+        self._claim_sandbox(eid, sandbox)
         src = ep.get("container-interface")
         if not src:
             raise DriverError(
@@ -291,11 +292,35 @@ class NetworkDriver:
             reply["GatewayIPv6"] = _plain(gateway["ipv6"])
         return reply
 
+    def _claim_sandbox(self, eid: str, sandbox: str) -> None:
+        """One cilium-py endpoint per container.
+
+        Every cilium-py network shares the agent's pool and router, so a second
+        interface would need the same gateway route as the first ("file exists" in
+        dockerd) and its replies would leave through the first interface, whose datapath
+        drops them as spoofed. Networks are not the unit of segmentation here; labels
+        and policy are. So the second one is refused with a message that says so.
+        """
+        with self.state.edit() as doc:
+            for other, record in doc["endpoints"].items():
+                if other != eid and record.get("sandbox") == sandbox:
+                    raise DriverError(
+                        "the container is already on a cilium-py network (endpoint "
+                        f"{other[:12]}): cilium-py networks share one address pool and "
+                        "router, so a container joins only one of them; use labels and "
+                        "policy to separate workloads")
+            doc["endpoints"].setdefault(eid, {"agent-id": agent_endpoint_id(eid)})
+            doc["endpoints"][eid]["sandbox"] = sandbox
+
     def leave(self, body: dict[str, Any]) -> dict[str, Any]:
         # dockerd moves the interface back out of the sandbox itself; the endpoint and
         # its datapath state stay until DeleteEndpoint.
         require_str(body, "NetworkID")
-        require_str(body, "EndpointID")
+        eid = require_str(body, "EndpointID")
+        with self.state.edit() as doc:
+            record = doc["endpoints"].get(eid)
+            if record is not None:
+                record.pop("sandbox", None)
         return {}
 
     # -- published ports -------------------------------------------------------------

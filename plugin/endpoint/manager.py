@@ -207,6 +207,10 @@ class EndpointManager:
             if self.datapath is not None:
                 self.datapath.attach_endpoint(ep)
                 undo.append(lambda: self.datapath.detach_endpoint(ep))  # type: ignore[union-attr]
+            # Policy is in force before the caller hears "ready".
+            with self._cache_lock:
+                self._cache[ep.id] = ep
+            self._notify(ep, "created")
             ep.state = "ready"
             self._save(ep)
         except BaseException as exc:
@@ -222,7 +226,6 @@ class EndpointManager:
         log.info("endpoint ready", extra={"fields": {
             "id": ep_id, "ifindex": ep.ifindex, "ipv4": ep.ipv4, "ipv6": ep.ipv6,
             "identity": ep.identity}})
-        self._notify(ep, "created")
         return ep
 
     def _identity_for(self, labels: LabelSet, ep_id: str) -> int:

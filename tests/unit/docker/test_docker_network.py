@@ -259,3 +259,17 @@ def test_join_unknown_agent_error_maps_once(dockerd, agent, network):
     agent.fail["get_endpoint"] = NotFound("agent: endpoint x not found")
     status, doc = dockerd.raw("NetworkDriver.Join", JOIN)
     assert status == 500 and "Err" in doc
+
+
+def test_second_cilium_network_in_one_container_is_refused(dockerd, agent, state, network):
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    dockerd.ok("NetworkDriver.Join", JOIN)
+    other = "9" * 64
+    dockerd.ok("NetworkDriver.CreateEndpoint",
+               CREATE_ENDPOINT_V4.replace(EID, other).replace("10.201.0.2/32", "10.201.0.3/32"))
+    err = dockerd.err("NetworkDriver.Join", JOIN.replace(EID, other))
+    assert "already on a cilium-py network" in err
+    # After Leave the sandbox is free again (docker network disconnect + connect).
+    dockerd.ok("NetworkDriver.Leave", NET_EP)
+    dockerd.ok("NetworkDriver.Join", JOIN.replace(EID, other))
+    assert state.endpoint(other)["sandbox"] == "/var/run/docker/netns/52c66c9461bd"

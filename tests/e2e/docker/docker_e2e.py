@@ -1,0 +1,262 @@
+"""Helpers of the Docker end-to-end tests: a real dockerd, the agent, the plugin.
+
+dockerd lives in the root namespace, so these tests are the one place where the agent
+runs there too. Everything they make has a ``cpyt-`` name unique to the session (the
+plugin's driver name, networks, containers, the outside namespace, the agent's router
+device and BPF pin path) and is removed by that name at teardown, pass or fail. The
+agent uses its own pools (10.201.0.0/16, fd10:201::/112), state directory and socket.
+dockerd is started only when it is not running, and then stopped again by its pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cilium_py.cli.client import AgentClient
+from tests.conftest import AGENT, RunningAgent, wait_for_socket
+
+POOL4 = "10.201.0.0/16"
+POOL6 = "fd10:201::/112"
+IMAGE = "cpyt-busybox:e2e"
+INIT_IDENTITY = 5
+DOCKER_SOCK = "/var/run/docker.sock"
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 120,
+        **kw: Any) -> subprocess.CompletedProcess:
+    res = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
+    if check and res.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stderr}{res.stdout}")
+    return res
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return run("docker", *args, check=check, timeout=timeout)
+
+
+def dockerd_up() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return docker("info", check=False, timeout=20).returncode == 0
+
+
+def build_busybox_image(tag: str) -> None:
+    """``docker import`` of a root filesystem made of Debian's static busybox."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if "statically linked" not in run("file", "-L", busybox, check=False).stdout and \
+            "not a dynamic" not in run("ldd", busybox, check=False).stdout + \
+            run("ldd", busybox, check=False).stderr:
+        pytest.skip("busybox is not static: install busybox-static")
+    root = Path(tempfile.mkdtemp(prefix="cpyt-rootfs-"))
+    try:
+        (root / "bin").mkdir()
+        (root / "www").mkdir()
+        (root / "tmp").mkdir()
+        (root / "etc").mkdir()
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        applets = run(busybox, "--list").stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        (root / "sbin").symlink_to("bin")
+        (root / "usr").mkdir()
+        (root / "usr" / "bin").symlink_to("../bin")
+        (root / "www" / "index.html").write_text("hello from cilium-py\n")
+        (root / "etc" / "passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        res = subprocess.run(["docker", "import", "-c", "ENV PATH=/bin", "-c", 'CMD ["/bin/sh"]',
+                              "-", tag], stdin=tar.stdout, capture_output=True, text=True)
+        tar.wait()
+        if res.returncode != 0:
+            raise AssertionError(f"docker import failed: {res.stderr}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def start_root_agent(workdir: str, bpf_root: str, router: str, *extra: str,
+                     pools: tuple[str, str] = (POOL4, POOL6)) -> RunningAgent:
+    """An agent in the root namespace (dockerd's), with its own names and pools."""
+    state_dir = os.path.join(workdir, "state")
+    sock = os.path.join(workdir, "agent.sock")
+    log_path = os.path.join(workdir, "agent.log")
+    logf = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    cmd = [AGENT, "--state-dir", state_dir, "--socket", sock, "--bpf-root", bpf_root,
+           "--router-device", router, "--ipv4-pool", pools[0], "--ipv6-pool", pools[1],
+           "--log-level", "debug", *extra]
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+    logf.close()
+    agent = RunningAgent("", state_dir, sock, bpf_root, proc, log_path, list(extra))
+    wait_for_socket(agent)
+    return agent
+
+
+@dataclass
+class Plugin:
+    """The cilium-py-docker process under a session-unique driver name."""
+
+    name: str
+    socket: str
+    agent_socket: str
+    state_file: str
+    log_path: str
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        logf = open(self.log_path, "ab")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "cilium_py.docker.main", "--agent-socket",
+               self.agent_socket, "--plugin-socket", self.socket, "--state-file",
+               self.state_file, "--log-level", "debug", "--watch-labels"]
+        self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin exited:\n{self.log()}")
+            if os.path.exists(self.socket) and "docker driver ready" in self.log():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"plugin did not come up:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text()
+        except OSError:
+            return ""
+
+    def post(self, method: str, body: bytes = b"") -> tuple[int, Any]:
+        """A raw call on the plugin socket, as dockerd makes it."""
+        from urllib.parse import quote
+
+        import requests_unixsocket
+
+        session = requests_unixsocket.Session()
+        resp = session.post("http+unix://" + quote(self.socket, safe="") + "/" + method,
+                            data=body, timeout=30)
+        return resp.status_code, resp.json()
+
+
+@dataclass
+class DockerEnv:
+    """What a test needs: names, the agent, the plugin and helpers."""
+
+    prefix: str
+    agent: RunningAgent
+    plugin: Plugin
+    image: str
+    workdir: str
+    made_networks: list[str] = field(default_factory=list)
+
+    @property
+    def driver(self) -> str:
+        return self.plugin.name
+
+    def api(self) -> AgentClient:
+        return AgentClient(self.agent.socket)
+
+    def name(self, what: str) -> str:
+        return f"{self.prefix}-{what}-{uuid.uuid4().hex[:4]}"
+
+    def network(self, what: str = "net", *extra: str) -> str:
+        name = self.name(what)
+        docker("network", "create", "-d", self.driver, "--ipam-driver", self.driver,
+               *extra, name)
+        self.made_networks.append(name)
+        return name
+
+    def run(self, network: str, *args: str, labels: dict[str, str] | None = None,
+            name: str | None = None, cmd: tuple[str, ...] = ("sleep", "3600")) -> str:
+        name = name or self.name("ctr")
+        label_args = [a for k, v in (labels or {}).items() for a in ("-l", f"{k}={v}")]
+        docker("run", "-d", "--name", name, "--network", network, *label_args, *args,
+               self.image, *cmd)
+        return name
+
+    def web(self, network: str, labels: dict[str, str] | None = None, *args: str) -> str:
+        return self.run(network, *args, labels=labels,
+                        cmd=("httpd", "-f", "-p", "80", "-h", "/www"))
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        return json.loads(docker("inspect", container).stdout)[0]
+
+    def addresses(self, container: str, network: str) -> tuple[str, str]:
+        net = self.inspect(container)["NetworkSettings"]["Networks"][network]
+        return net["IPAddress"], net["GlobalIPv6Address"]
+
+    def endpoint_id(self, container: str, network: str) -> str:
+        return self.inspect(container)["NetworkSettings"]["Networks"][network]["EndpointID"]
+
+    def exec(self, container: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return docker("exec", container, *cmd, check=False, timeout=timeout)
+
+    def http(self, client: str, address: str, port: int = 80, wait: int = 3) -> str:
+        """One HTTP GET with busybox nc; returns the response text ('' when refused/dropped)."""
+        script = f'printf "GET /index.html HTTP/1.0\\r\\n\\r\\n" | nc -w {wait} {address} {port}'
+        return self.exec(client, "sh", "-c", script, timeout=wait + 30).stdout
+
+    def ping(self, client: str, address: str, count: int = 2) -> bool:
+        return self.exec(client, "ping", "-c", str(count), "-W", "2", address).returncode == 0
+
+    def endpoint(self, ep_id: str) -> dict[str, Any] | None:
+        resp = self.api().request("GET", f"/v1/endpoint/{ep_id}")
+        return resp.json() if resp.status_code == 200 else None
+
+    def wait_identity(self, ep_id: str, timeout: float = 10) -> dict[str, Any]:
+        """Wait until the watcher has replaced the init identity."""
+        deadline = time.monotonic() + timeout
+        ep: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            ep = self.endpoint(ep_id)
+            if ep and ep.get("identity") != INIT_IDENTITY:
+                return ep
+            time.sleep(0.05)
+        raise AssertionError(f"endpoint {ep_id} kept the init identity: {ep}")
+
+    def cleanup(self) -> None:
+        """Remove every container and network of this session by name."""
+        names = docker("ps", "-aq", "--filter", f"name={self.prefix}-", check=False).stdout.split()
+        if names:
+            docker("rm", "-f", *names, check=False)
+        nets = docker("network", "ls", "-q", "--filter", f"name={self.prefix}-",
+                      check=False).stdout.split()
+        if nets:
+            docker("network", "rm", *nets, check=False)
+
+
+
+
+def leak_snapshot(env: DockerEnv) -> dict[str, Any]:
+    """Everything an endpoint leaves behind if it leaks: agent, IPAM, links, BPF, rules."""
+    api = env.api()
+    links = run("ip", "-o", "link", "show").stdout.splitlines()
+    names = {line.split(":")[1].strip().split("@")[0] for line in links}
+    rules = run("iptables-save").stdout + run("ip6tables-save").stdout
+    return {
+        "endpoints": sorted(ep["id"] for ep in api.get("/v1/endpoint")),
+        "allocations": sorted(api.get("/v1/ipam")["allocations"]),
+        "links": sorted(n for n in names if n.startswith(("lxc", "tmp"))),
+        "bpf": len(api.get("/v1/bpf/endpoint")),
+        "port-rules": rules.count("cilium-py-docker:"),
+    }

@@ -1,0 +1,85 @@
+"""Networks and connectivity through a real dockerd: IPv4, IPv6, labels -> identities."""
+
+from __future__ import annotations
+
+import pytest
+from docker_e2e import INIT_IDENTITY, POOL4, POOL6, docker
+
+pytestmark = pytest.mark.integration
+
+
+def test_v4_network_uses_the_agent_pool(env):
+    net = env.network("v4")
+    cfg = docker("network", "inspect", "-f", "{{json .IPAM.Config}}", net).stdout
+    assert POOL4 in cfg and "10.201.0.1" in cfg
+
+
+def test_v6_network(env):
+    net = env.network("v6", "--ipv6")
+    cfg = docker("network", "inspect", "-f", "{{json .IPAM.Config}} {{.EnableIPv6}}", net).stdout
+    assert POOL6 in cfg and cfg.strip().endswith("true")
+
+
+def test_foreign_subnet_is_refused_with_a_clear_error(env):
+    name = env.name("bad")
+    res = docker("network", "create", "-d", env.driver, "--ipam-driver", env.driver,
+                 "--subnet", "10.99.0.0/16", name, check=False)
+    assert res.returncode != 0
+    assert "10.99.0.0/16 is not a cilium-py pool" in res.stderr
+    assert POOL4 in res.stderr
+
+
+def test_dockers_own_ipam_is_refused(env):
+    res = docker("network", "create", "-d", env.driver, env.name("noipam"), check=False)
+    assert res.returncode != 0
+    assert "--ipam-driver" in res.stderr
+
+
+def test_two_labelled_containers_reach_each_other_v4(env):
+    net = env.network("v4")
+    web = env.web(net, {"app": "web"})
+    client = env.run(net, labels={"app": "client"})
+    web_ip, _ = env.addresses(web, net)
+    assert web_ip.startswith("10.201.")
+    assert env.ping(client, web_ip)
+    assert "hello from cilium-py" in env.http(client, web_ip)
+
+
+def test_two_containers_reach_each_other_v6(env):
+    net = env.network("v6", "--ipv6")
+    web = env.web(net, {"app": "web"})
+    client = env.run(net, labels={"app": "client"})
+    web_ip, web_ip6 = env.addresses(web, net)
+    assert web_ip6.startswith("fd10:201:")
+    assert env.ping(client, web_ip6)
+    assert "hello from cilium-py" in env.http(client, web_ip6)
+    assert "hello from cilium-py" in env.http(client, web_ip)
+
+
+def test_container_interface_is_what_docker_configured(env):
+    net = env.network("v4")
+    ctr = env.run(net)
+    ip, _ = env.addresses(ctr, net)
+    out = env.exec(ctr, "ip", "addr", "show", "eth0").stdout
+    assert f"inet {ip}/32" in out
+    routes = env.exec(ctr, "ip", "route").stdout
+    assert "default via 10.201.0.1 dev eth0" in routes
+    # The agent's MAC: its datapath checks the source MAC of every frame.
+    ep = env.endpoint(env.endpoint_id(ctr, net))
+    assert ep is not None and ep["mac"] in out
+
+
+def test_labels_become_the_endpoint_identity(env):
+    net = env.network("v4")
+    web = env.run(net, labels={"app": "web", "tier": "front"})
+    ep = env.wait_identity(env.endpoint_id(web, net))
+    assert sorted(ep["labels"]) == ["container:app=web", "container:tier=front"]
+    assert ep["identity"] >= 256
+
+
+def test_unlabelled_container_keeps_the_init_identity(env):
+    # Documented: a container with no labels at all has nothing to build an identity from.
+    net = env.network("v4")
+    ctr = env.run(net)
+    ep = env.endpoint(env.endpoint_id(ctr, net))
+    assert ep is not None and ep["identity"] == INIT_IDENTITY
