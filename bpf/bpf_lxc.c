@@ -13,12 +13,18 @@
  *   to_container    tc egress: what the host stack sends to the container.
  *                   Track the connection and apply ingress policy.
  *
+ * Policy (lib/policy.h) is checked for new connections only: egress in
+ * from_container, ingress in to_container or, for direct delivery, by the
+ * sender's from_container just before the redirect. Identities of remote
+ * ends come from cpy_lxc (local endpoints) or the ipcache (lib/ipcache.h).
+ *
  * Compiled once per agent start. Everything that differs per endpoint lives
  * in maps keyed by the host veth's ifindex or the endpoint's IP
  * (lib/endpoints.h), so attaching an endpoint is map writes and netlink.
  *
  * Build options (-D from the loader): CPY_PIN_ROOT, ENABLE_IPV4, ENABLE_IPV6,
- * CT_MAP_SIZE, ENDPOINT_MAP_SIZE, CT_LIFETIME_*.
+ * CT_MAP_SIZE, ENDPOINT_MAP_SIZE, IPCACHE_MAP_SIZE, POLICY_MAP_SIZE,
+ * CT_LIFETIME_*, CT_ACCOUNTING.
  *
  * bcc loads the programs with its default license string "GPL" (these sources
  * are dual licensed): bpf_perf_event_output, used for drop events, is only
@@ -30,6 +36,7 @@
 #include "lib/ipv6.h"
 #include "lib/l4.h"
 #include "lib/endpoints.h"
+#include "lib/ipcache.h"
 #include "lib/metrics.h"
 #include "lib/drop.h"
 #include "lib/conntrack.h"
@@ -55,14 +62,14 @@ struct arp_eth {
 static __always_inline int drop_from(struct __sk_buff *skb, const struct pkt_info *pkt,
 				     __u8 reason, const struct ep_config *cfg)
 {
-	return send_drop(skb, pkt, reason, DIR_FROM_CONTAINER, cfg ? cfg->ep_id : 0,
+	return send_drop(skb, pkt, reason, DIR_FROM_CONTAINER, cfg ? cfg->ep_id : 0, skb->ifindex,
 			 cfg ? cfg->identity : 0, 0);
 }
 
 static __always_inline int drop_to(struct __sk_buff *skb, const struct pkt_info *pkt,
 				   __u8 reason, const struct ep_config *cfg)
 {
-	return send_drop(skb, pkt, reason, DIR_TO_CONTAINER, cfg ? cfg->ep_id : 0, 0,
+	return send_drop(skb, pkt, reason, DIR_TO_CONTAINER, cfg ? cfg->ep_id : 0, skb->ifindex, 0,
 			 cfg ? cfg->identity : 0);
 }
 
@@ -100,31 +107,30 @@ static __always_inline int from_container_arp(struct __sk_buff *skb, const struc
 
 /*
  * The destination is a local endpoint: deliver into its container directly.
- * This is the one place where the destination's ingress policy is enforced
- * for local traffic, because the redirect skips its to_container program.
+ * The redirect skips the destination's to_container program, so its side of
+ * conntrack and its ingress policy are handled here, unless the sender's
+ * entry already covers them (CT_F_LOCAL: both sides were checked when it was
+ * created).
  */
 static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_config *src,
 					 const struct pkt_info *pkt,
-					 const struct endpoint_info *dst)
+					 const struct endpoint_info *dst, int ct, __u32 now)
 {
-	int ct, verdict;
+	int state = ct & CT_STATE_MASK;
 
-	/* Expiring packets take the slow path: the host stack sends time exceeded. */
-	if (pkt->ttl <= 1)
-		return to_stack(skb);
-
-	if (pkt->family == CPY_AF_INET)
-		ct = ct_lookup4(skb, pkt, CT_INGRESS, src->identity);
-	else
-		ct = ct_lookup6(skb, pkt, CT_INGRESS, src->identity);
-	if (ct < 0)
-		return send_drop(skb, pkt, DROP_CT_ERROR, DIR_FROM_CONTAINER, src->ep_id,
-				 src->identity, dst->identity);
-
-	verdict = policy_can_ingress(dst->ep_id, dst->identity, src->identity, pkt, ct);
-	if (verdict < 0)
-		return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_FROM_CONTAINER, src->ep_id,
-				 src->identity, dst->identity);
+	if (!(ct & CT_COVERS_PEER) && state != CT_RELATED &&
+	    ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
+		if (policy_check(dst->ep_id, dst->flags, src->identity, pkt, POLICY_INGRESS) < 0)
+			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
+					 dst->ifindex, src->identity, dst->identity);
+		/* A new connection gets one entry for both sides, below. */
+		if (state != CT_NEW &&
+		    ct_create(skb, pkt, CT_INGRESS, 0, src->identity, now) < 0)
+			return drop_from(skb, pkt, DROP_CT_ERROR, src);
+	}
+	if (state == CT_NEW &&
+	    ct_create(skb, pkt, CT_EGRESS, CT_F_LOCAL, src->identity, now) < 0)
+		return drop_from(skb, pkt, DROP_CT_ERROR, src);
 
 	if (pkt->family == CPY_AF_INET) {
 		if (ipv4_dec_ttl(skb) < 0)
@@ -140,26 +146,34 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 
-/* Common tail of both families once the source is known to be genuine. */
+/*
+ * Common tail of both families once the source is known to be genuine:
+ * conntrack, egress policy for new connections (the destination's identity
+ * comes from cpy_lxc for a local endpoint, else from the ipcache), then
+ * direct delivery or the host stack.
+ */
 static __always_inline int from_container_l4(struct __sk_buff *skb, const struct ep_config *cfg,
 					     const struct pkt_info *pkt)
 {
-	struct endpoint_info *dst;
-	int ct;
+	struct endpoint_info *dst = lookup_endpoint(pkt);
+	__u32 now = ct_now();
+	int ct, state;
 
-	if (pkt->family == CPY_AF_INET)
-		ct = ct_lookup4(skb, pkt, CT_EGRESS, cfg->identity);
-	else
-		ct = ct_lookup6(skb, pkt, CT_EGRESS, cfg->identity);
-	if (ct < 0)
+	ct = ct_lookup_egress(skb, pkt, dst != 0, now);
+	state = ct & CT_STATE_MASK;
+	if (state == CT_NEW && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
+		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
+
+		if (policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_EGRESS) < 0)
+			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_FROM_CONTAINER, cfg->ep_id,
+					 skb->ifindex, cfg->identity, remote);
+	}
+
+	/* Expiring packets take the slow path: the host stack sends time exceeded. */
+	if (dst && pkt->ttl > 1)
+		return deliver_local(skb, cfg, pkt, dst, ct, now);
+	if (state == CT_NEW && ct_create(skb, pkt, CT_EGRESS, 0, cfg->identity, now) < 0)
 		return drop_from(skb, pkt, DROP_CT_ERROR, cfg);
-
-	if (policy_can_egress(cfg->ep_id, cfg->identity, pkt, ct) < 0)
-		return drop_from(skb, pkt, DROP_POLICY_DENIED, cfg);
-
-	dst = lookup_endpoint(pkt);
-	if (dst)
-		return deliver_local(skb, cfg, pkt, dst);
 	return to_stack(skb);
 }
 
@@ -239,21 +253,35 @@ int from_container(struct __sk_buff *skb)
 	}
 }
 
+/*
+ * The sender of a packet the host stack hands to a container: the node
+ * itself when the packet was generated there (it never arrived on any
+ * device, so its ingress ifindex is 0), otherwise whatever the ipcache says
+ * about its source address (world when nothing).
+ */
+static __always_inline __u32 source_identity(const struct __sk_buff *skb,
+					     const struct pkt_info *pkt)
+{
+	if (skb->ingress_ifindex == 0)
+		return IDENTITY_HOST;
+	return ipcache_identity(pkt->family, pkt->saddr);
+}
+
 /* Traffic the host stack routed to the container: track it, apply ingress policy. */
 static __always_inline int to_container_ip(struct __sk_buff *skb, const struct ep_config *cfg,
 					   const struct pkt_info *pkt)
 {
-	int ct;
+	__u32 now = ct_now();
 
-	if (pkt->family == CPY_AF_INET)
-		ct = ct_lookup4(skb, pkt, CT_INGRESS, 0);
-	else
-		ct = ct_lookup6(skb, pkt, CT_INGRESS, 0);
-	if (ct < 0)
-		return drop_to(skb, pkt, DROP_CT_ERROR, cfg);
-	/* Source identity 0: resolving it (ipcache) belongs to the policy step. */
-	if (policy_can_ingress(cfg->ep_id, cfg->identity, 0, pkt, ct) < 0)
-		return drop_to(skb, pkt, DROP_POLICY_DENIED, cfg);
+	if (ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
+		__u32 remote = source_identity(skb, pkt);
+
+		if (policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_INGRESS) < 0)
+			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, cfg->ep_id,
+					 skb->ifindex, remote, cfg->identity);
+		if (ct_create(skb, pkt, CT_INGRESS, 0, remote, now) < 0)
+			return drop_to(skb, pkt, DROP_CT_ERROR, cfg);
+	}
 	metric_count(METRIC_TO_EP_FROM_STACK, skb->len);
 	return TC_ACT_OK;
 }

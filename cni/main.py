@@ -34,9 +34,6 @@ def _emit(out: TextIO, doc: dict[str, Any]) -> None:
 
 def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
     """The whole plugin minus process set-up; returns the exit code."""
-    from . import commands  # after VERSION, which needs none of it
-    from .agent_client import AgentClient
-
     started = time.monotonic()
     cni_version = version.LATEST
     command = environ.get("CNI_COMMAND", "")
@@ -51,6 +48,9 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
             requested = peek_version(stdin) if stdin.strip() else None
             _emit(out, version.version_info(requested))
             return 0
+        from . import commands  # only past VERSION, which needs none of it
+        from .agent_client import AgentClient
+
         conf = parse_netconf(decode(stdin))
         cni_version = conf.cni_version
         # The config's log-file wins; without one, keep the default (or $CILIUM_PY_CNI_LOG).

@@ -88,7 +88,7 @@ make_venv() {
     mkdir -p "$VENV/lib/bcc-dist"
     ln -sfn /usr/lib/python3/dist-packages/bcc "$VENV/lib/bcc-dist/bcc"
     echo "$VENV/lib/bcc-dist" > "$site/cilium_py_bcc.pth"
-    for tool in cilium-py-agent cilium-py cilium-py-cni; do
+    for tool in cilium-py-agent cilium-py cilium-py-cni cilium-py-docker; do
         [ -x "$VENV/bin/$tool" ] && ln -sfn "$VENV/bin/$tool" "/usr/local/bin/$tool"
     done
     mkdir -p /opt/cni/bin
@@ -120,9 +120,9 @@ start() {
     if [ -d /run/systemd/system ]; then
         log "installing systemd units"
         install -m 0644 "$HERE/systemd/cilium-py-agent.service" "$HERE/systemd/sys-fs-bpf.mount" \
-            /etc/systemd/system/
+            "$HERE/systemd/cilium-py-docker.service" /etc/systemd/system/
         systemctl daemon-reload
-        systemctl enable --now cilium-py-agent.service
+        systemctl enable --now cilium-py-agent.service cilium-py-docker.service
     else
         if [ -f "$RUN_DIR/agent.pid" ] && kill -0 "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null; then
             log "agent already running (pid $(cat "$RUN_DIR/agent.pid"))"
@@ -131,22 +131,35 @@ start() {
             nohup "$VENV/bin/cilium-py-agent" >>"$LOG_DIR/agent.log" 2>&1 &
             echo $! > "$RUN_DIR/agent.pid"
         fi
+        if [ -f "$RUN_DIR/docker-plugin.pid" ] && kill -0 "$(cat "$RUN_DIR/docker-plugin.pid")" 2>/dev/null; then
+            log "Docker plugin already running (pid $(cat "$RUN_DIR/docker-plugin.pid"))"
+        else
+            log "starting cilium-py-docker (log $LOG_DIR/docker.log)"
+            mkdir -p /run/docker/plugins
+            nohup "$VENV/bin/cilium-py-docker" >>"$LOG_DIR/docker.log" 2>&1 &
+            echo $! > "$RUN_DIR/docker-plugin.pid"
+        fi
     fi
     wait_healthy
 }
 
 stop() {
     if [ -d /run/systemd/system ] && systemctl is-active -q cilium-py-agent.service; then
-        systemctl stop cilium-py-agent.service
-    elif [ -f "$RUN_DIR/agent.pid" ]; then
-        kill "$(cat "$RUN_DIR/agent.pid")" 2>/dev/null || true
-        rm -f "$RUN_DIR/agent.pid"
+        systemctl stop cilium-py-docker.service cilium-py-agent.service
+    else
+        for name in docker-plugin agent; do
+            if [ -f "$RUN_DIR/$name.pid" ]; then
+                kill "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || true
+                rm -f "$RUN_DIR/$name.pid"
+            fi
+        done
     fi
 }
 
 test_deps() {
     deps
-    apt_install iperf3 busybox-static procps iputils-ping netcat-openbsd
+    apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
+        docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins
     make_venv "[test]" 1
 }
 

@@ -23,6 +23,9 @@
  */
 #define CPY_PINNED_MAP(_type, _key, _value, _name, _size) \
 	BPF_TABLE_PINNED(_type, _key, _value, _name, _size, CPY_PIN_ROOT "/" #_name)
+/* The same with map flags (an LPM trie must be created BPF_F_NO_PREALLOC). */
+#define CPY_PINNED_MAP_F(_type, _key, _value, _name, _size, _flags) \
+	BPF_TABLE_PINNED(_type, _key, _value, _name, _size, CPY_PIN_ROOT "/" #_name, _flags)
 
 /* Map sizes: overridable by the loader, which checks pinned maps against them. */
 #ifndef CT_MAP_SIZE
@@ -30,6 +33,12 @@
 #endif
 #ifndef ENDPOINT_MAP_SIZE
 #define ENDPOINT_MAP_SIZE 4096
+#endif
+#ifndef IPCACHE_MAP_SIZE
+#define IPCACHE_MAP_SIZE 16384
+#endif
+#ifndef POLICY_MAP_SIZE
+#define POLICY_MAP_SIZE 65536
 #endif
 
 #define DROP_REASON_MAX 32
@@ -50,6 +59,10 @@
 /* Address families as carried in keys and events. */
 #define CPY_AF_INET 4
 #define CPY_AF_INET6 6
+
+/* Reserved identities the programs use themselves (see cilium_py.labels). */
+#define IDENTITY_HOST 1
+#define IDENTITY_WORLD 2
 
 /* Which program saw the packet (events, metrics). */
 #define DIR_FROM_CONTAINER 0

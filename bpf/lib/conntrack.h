@@ -5,19 +5,43 @@
  *
  * One LRU hash per family. An entry is keyed by the tuple of the packet that
  * opened the connection plus the direction it had relative to the local
- * endpoint: CT_EGRESS (it left a local endpoint) or CT_INGRESS (it was going
- * into one). A packet in direction D with tuple T is:
+ * endpoint: CT_EGRESS (it left a local endpoint) or CT_INGRESS (it entered
+ * one from the host stack). Lookups only classify; the caller creates the
+ * entry (ct_create) once policy has allowed a new connection, so a denied
+ * packet never leaves state behind that a retransmission could ride on.
  *
- *   CT_ESTABLISHED  when {T, D} exists (same direction as the opener),
- *   CT_REPLY        when {reverse(T), !D} exists,
- *   CT_RELATED      when it is an ICMP error about a tracked connection,
- *   CT_NEW          otherwise, and {T, D} is created.
+ * Seen leaving endpoint S (from_container), a packet with tuple T is:
  *
- * Delivery between two local endpoints records both sides: the source's
- * egress entry and the destination's ingress entry. That is what a policy
- * step needs to allow replies and established traffic without re-checking
- * rules. Entries expire (seconds on the monotonic clock, the same clock as
- * Python's time.monotonic()); the LRU evicts the oldest when the map is full.
+ *   CT_ESTABLISHED  {T, EGRESS} exists,
+ *   CT_REPLY        {reverse(T), INGRESS} exists (S accepted it), or the
+ *                   destination is local and {reverse(T), EGRESS} exists
+ *                   with CT_F_LOCAL (the peer opened it by direct delivery),
+ *   CT_RELATED      an ICMP error about a connection S accepted,
+ *   CT_NEW          otherwise.
+ *
+ * Seen entering endpoint D from the host stack (to_container), or on direct
+ * delivery when the sender's entry does not cover D:
+ *
+ *   CT_ESTABLISHED  {T, INGRESS} exists,
+ *   CT_REPLY        {reverse(T), EGRESS} exists (D opened it),
+ *   CT_RELATED      an ICMP error about a connection D opened,
+ *   CT_NEW          otherwise.
+ *
+ * Direct delivery between two local endpoints keeps ONE entry, {T, EGRESS}
+ * with CT_F_LOCAL: it stands for the sender's egress and the receiver's
+ * ingress alike (both were checked by policy when it was created), so every
+ * packet of such a connection costs one lookup (two for replies) instead of
+ * one per side.
+ *
+ * Per-packet work is kept free of atomics and of needless stores: the
+ * counters are plain adds (statistics; a lost increment under a race is
+ * acceptable), flags and the expiry are only written when they change (the
+ * expiry has one-second resolution), so an established flow does not bounce
+ * the entry's cache line between CPUs for bookkeeping. CT_ACCOUNTING=0 drops
+ * the packet and byte counters altogether.
+ *
+ * Entries expire (seconds on the monotonic clock, the same clock as Python's
+ * time.monotonic()); the LRU evicts the oldest when the map is full.
  */
 #ifndef CPY_CONNTRACK_H
 #define CPY_CONNTRACK_H
@@ -35,11 +59,15 @@
 #define CT_ESTABLISHED 1
 #define CT_REPLY 2
 #define CT_RELATED 3
+#define CT_STATE_MASK 0x0f
+/* Returned with the state: the entry also stands for the local peer's side. */
+#define CT_COVERS_PEER 0x10
 
 #define CT_F_TX_CLOSING 0x1	/* FIN seen in the opening direction */
 #define CT_F_RX_CLOSING 0x2	/* FIN seen in the reply direction */
 #define CT_F_SEEN_REPLY 0x4	/* the other side answered at least once */
 #define CT_F_RESET 0x8		/* RST seen */
+#define CT_F_LOCAL 0x10		/* egress entry delivered directly: covers the peer's ingress */
 
 #ifndef CT_LIFETIME_TCP
 #define CT_LIFETIME_TCP 21600
@@ -52,6 +80,9 @@
 #endif
 #ifndef CT_LIFETIME_CLOSE
 #define CT_LIFETIME_CLOSE 10
+#endif
+#ifndef CT_ACCOUNTING
+#define CT_ACCOUNTING 1
 #endif
 
 struct ct_key4 {
@@ -84,7 +115,7 @@ struct ct_entry {
 	__u16 flags;		/* CT_F_* */
 	__u8 tx_tcp_flags;	/* union of TCP flags seen each way */
 	__u8 rx_tcp_flags;
-	__u32 src_identity;	/* reserved for policy */
+	__u32 src_identity;	/* identity of the side that opened the connection */
 	__u16 proxy_port;	/* reserved for L7 redirection */
 	__u16 pad1;
 	__u32 pad2;
@@ -98,42 +129,91 @@ static __always_inline __u32 ct_now(void)
 	return (__u32)(bpf_ktime_get_ns() / 1000000000ULL);
 }
 
-static __always_inline __u32 ct_lifetime(const struct ct_entry *e, __u8 proto)
+/*
+ * The entry for the tuple of @t (a parsed packet, or the packet an ICMP error
+ * quotes), or of its reverse, in direction @dir; NULL when absent.
+ */
+static __always_inline struct ct_entry *ct_find(const struct pkt_info *t, int reverse, __u8 dir)
+{
+	if (t->family == CPY_AF_INET) {
+		struct ct_key4 key = {};
+
+		key.saddr = *(const __u32 *)(reverse ? t->daddr : t->saddr);
+		key.daddr = *(const __u32 *)(reverse ? t->saddr : t->daddr);
+		key.sport = reverse ? t->dport : t->sport;
+		key.dport = reverse ? t->sport : t->dport;
+		key.nexthdr = t->proto;
+		key.flags = dir;
+		return cpy_ct4.lookup(&key);
+	} else {
+		struct ct_key6 key = {};
+
+		addr6_copy(key.saddr, reverse ? t->daddr : t->saddr);
+		addr6_copy(key.daddr, reverse ? t->saddr : t->daddr);
+		key.sport = reverse ? t->dport : t->sport;
+		key.dport = reverse ? t->sport : t->dport;
+		key.nexthdr = t->proto;
+		key.flags = dir;
+		return cpy_ct6.lookup(&key);
+	}
+}
+
+static __always_inline __u32 ct_lifetime(__u16 flags, __u8 proto)
 {
 	if (proto != IPPROTO_TCP)
 		return CT_LIFETIME_NONTCP;
-	if ((e->flags & CT_F_RESET) ||
-	    (e->flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING)) ==
-		    (CT_F_TX_CLOSING | CT_F_RX_CLOSING))
+	if ((flags & CT_F_RESET) ||
+	    (flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING)) == (CT_F_TX_CLOSING | CT_F_RX_CLOSING))
 		return CT_LIFETIME_CLOSE;
-	if (!(e->flags & CT_F_SEEN_REPLY))
+	if (!(flags & CT_F_SEEN_REPLY))
 		return CT_LIFETIME_SYN;
 	return CT_LIFETIME_TCP;
 }
 
-/* Account one packet on an existing entry and push its expiry out. */
+/*
+ * Account one packet on an existing entry and push its expiry out. Stores
+ * only what changes: on an established flow that is the counters (if
+ * compiled in) and, once a second, the expiry.
+ */
 static __always_inline void ct_account(struct ct_entry *e, int reply,
 				       const struct pkt_info *pkt, __u32 len, __u32 now)
 {
-	__u16 closing = 0;
+	__u16 flags = e->flags;
+	__u16 set = 0;
+	__u32 expires;
 
 	if (pkt->tcp_flags & TCP_FLAG_FIN)
-		closing = reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
+		set = reply ? CT_F_RX_CLOSING : CT_F_TX_CLOSING;
 	if (pkt->tcp_flags & TCP_FLAG_RST)
-		closing |= CT_F_RESET;
+		set |= CT_F_RESET;
 	if (reply) {
-		__sync_fetch_and_add(&e->rx_packets, 1);
-		__sync_fetch_and_add(&e->rx_bytes, len);
-		e->rx_tcp_flags |= pkt->tcp_flags;
-		closing |= CT_F_SEEN_REPLY;
+		set |= CT_F_SEEN_REPLY;
+#if CT_ACCOUNTING
+		e->rx_packets += 1;
+		e->rx_bytes += len;
+#endif
+		if ((e->rx_tcp_flags | pkt->tcp_flags) != e->rx_tcp_flags)
+			e->rx_tcp_flags |= pkt->tcp_flags;
 	} else {
-		__sync_fetch_and_add(&e->tx_packets, 1);
-		__sync_fetch_and_add(&e->tx_bytes, len);
-		e->tx_tcp_flags |= pkt->tcp_flags;
+#if CT_ACCOUNTING
+		e->tx_packets += 1;
+		e->tx_bytes += len;
+#endif
+		if ((e->tx_tcp_flags | pkt->tcp_flags) != e->tx_tcp_flags)
+			e->tx_tcp_flags |= pkt->tcp_flags;
 	}
-	if ((e->flags | closing) != e->flags)
-		e->flags |= closing;
-	e->expires = now + ct_lifetime(e, pkt->proto);
+	if ((flags | set) != flags) {
+		flags |= set;
+		e->flags = flags;
+	}
+	expires = now + ct_lifetime(flags, pkt->proto);
+	if (e->expires != expires)
+		e->expires = expires;
+}
+
+static __always_inline int ct_live(const struct ct_entry *e, __u32 now)
+{
+	return e && e->expires >= now;
 }
 
 /* A bare SYN on a connection that was closing starts a new one (port reuse). */
@@ -144,192 +224,191 @@ static __always_inline int ct_is_restart(const struct ct_entry *e, const struct 
 	       (e->flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING | CT_F_RESET));
 }
 
-static __always_inline void ct_init_entry(struct ct_entry *e, const struct pkt_info *pkt,
-					  __u32 len, __u32 now, __u32 src_identity)
+static __always_inline int icmp_is_error(const struct pkt_info *pkt)
 {
-	e->tx_packets = 1;
-	e->tx_bytes = len;
-	e->tx_tcp_flags = pkt->tcp_flags;
-	e->created = now;
-	e->src_identity = src_identity;
-	e->expires = now + ct_lifetime(e, pkt->proto);
-}
-
-static __always_inline int icmp4_is_error(__u8 type)
-{
-	return type == 3 || type == 11 || type == 12;	/* unreachable, time exceeded, param */
-}
-
-static __always_inline int icmp6_is_error(__u8 type)
-{
-	return type >= 1 && type <= 4;	/* unreachable, too big, time exceeded, param */
+	if (pkt->proto == IPPROTO_ICMP)	/* unreachable, time exceeded, parameter problem */
+		return pkt->icmp_type == 3 || pkt->icmp_type == 11 || pkt->icmp_type == 12;
+	if (pkt->proto == IPPROTO_ICMPV6)	/* unreachable, too big, time exceeded, param */
+		return pkt->icmp_type >= 1 && pkt->icmp_type <= 4;
+	return 0;
 }
 
 /* Ports of the transport header quoted inside an ICMP error, as l4_load would set them. */
-static __always_inline int ct_inner_ports(struct __sk_buff *skb, __u32 off, __u8 proto,
-					  __be16 *sport, __be16 *dport)
+static __always_inline int ct_inner_ports(struct __sk_buff *skb, __u32 off, struct pkt_info *t)
 {
 	struct icmp_echo_hdr h;
 
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP && proto != IPPROTO_ICMP &&
-	    proto != IPPROTO_ICMPV6)
+	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP && t->proto != IPPROTO_ICMP &&
+	    t->proto != IPPROTO_ICMPV6)
 		return 0;
 	if (bpf_skb_load_bytes(skb, off, &h, sizeof(h)) < 0)
 		return -1;
-	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-		*sport = ((__be16 *)&h)[0];
-		*dport = ((__be16 *)&h)[1];
+	if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP) {
+		t->sport = ((__be16 *)&h)[0];
+		t->dport = ((__be16 *)&h)[1];
 	} else if (h.type == ICMP_ECHO_ || h.type == ICMP6_ECHO_REQUEST_) {
-		*sport = h.id;
+		t->sport = h.id;
 	} else if (h.type == ICMP_ECHOREPLY_ || h.type == ICMP6_ECHO_REPLY_) {
-		*dport = h.id;
+		t->dport = h.id;
 	}
 	return 0;
 }
 
-static __always_inline int ct_related4(struct __sk_buff *skb, const struct pkt_info *pkt,
-				       __u8 dir, __u32 len, __u32 now)
+/* The connection an ICMP error quotes, in the direction of its quoted packet. */
+static __always_inline int ct_inner_tuple(struct __sk_buff *skb, const struct pkt_info *pkt,
+					  struct pkt_info *t)
 {
-	struct ipv4_hdr inner;
-	struct ct_key4 key = {};
-	struct ct_entry *e;
 	__u32 off = pkt->l4_off + 8;
 
-	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
-		return CT_NEW;
-	/* The quoted packet is one we (or the peer) sent: look it up as an opener. */
-	key.saddr = inner.saddr;
-	key.daddr = inner.daddr;
-	key.nexthdr = inner.protocol;
-	key.flags = !dir;
-	if (ct_inner_ports(skb, off + (inner.ver_ihl & 0x0f) * 4, inner.protocol,
-			   &key.sport, &key.dport) < 0)
-		return CT_NEW;
-	e = cpy_ct4.lookup(&key);
-	if (!e || e->expires < now)
-		return CT_NEW;
-	__sync_fetch_and_add(&e->rx_packets, 1);
-	__sync_fetch_and_add(&e->rx_bytes, len);
-	return CT_RELATED;
+	t->family = pkt->family;
+	if (pkt->family == CPY_AF_INET) {
+		struct ipv4_hdr inner;
+
+		if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
+			return -1;
+		*(__u32 *)t->saddr = inner.saddr;
+		*(__u32 *)t->daddr = inner.daddr;
+		t->proto = inner.protocol;
+		off += (inner.ver_ihl & 0x0f) * 4;
+	} else {
+		struct ipv6_hdr inner;
+
+		if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
+			return -1;
+		addr6_copy(t->saddr, inner.saddr);
+		addr6_copy(t->daddr, inner.daddr);
+		t->proto = inner.nexthdr;
+		off += sizeof(inner);
+	}
+	return ct_inner_ports(skb, off, t);
 }
 
-static __always_inline int ct_related6(struct __sk_buff *skb, const struct pkt_info *pkt,
-				       __u8 dir, __u32 len, __u32 now)
+/*
+ * An ICMP error is related when the packet it quotes belongs to a live
+ * connection of the endpoint it travels to or from: one opened towards the
+ * endpoint (@opened_dir CT_INGRESS, seen leaving it) or by it (CT_EGRESS,
+ * seen entering it). @local_too: also accept a CT_F_LOCAL egress entry.
+ */
+static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_info *pkt,
+				      __u8 opened_dir, int local_too, __u32 now)
 {
-	struct ipv6_hdr inner;
-	struct ct_key6 key = {};
+	struct pkt_info inner = {};
 	struct ct_entry *e;
-	__u32 off = pkt->l4_off + 8;
 
-	if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
+	if (ct_inner_tuple(skb, pkt, &inner) < 0)
 		return CT_NEW;
-	addr6_copy(key.saddr, inner.saddr);
-	addr6_copy(key.daddr, inner.daddr);
-	key.nexthdr = inner.nexthdr;
-	key.flags = !dir;
-	if (ct_inner_ports(skb, off + sizeof(inner), inner.nexthdr, &key.sport, &key.dport) < 0)
+	e = ct_find(&inner, 0, opened_dir);
+	if (!ct_live(e, now) && local_too) {
+		e = ct_find(&inner, 0, CT_EGRESS);
+		if (e && !(e->flags & CT_F_LOCAL))
+			e = 0;
+	}
+	if (!ct_live(e, now))
 		return CT_NEW;
-	e = cpy_ct6.lookup(&key);
-	if (!e || e->expires < now)
-		return CT_NEW;
-	__sync_fetch_and_add(&e->rx_packets, 1);
-	__sync_fetch_and_add(&e->rx_bytes, len);
+	ct_account(e, 1, pkt, skb->len, now);
 	return CT_RELATED;
 }
 
 /*
- * Classify (and account) an IPv4 packet seen in direction @dir; create the
- * entry for a new connection. Returns CT_* or -1 when the entry could not
- * be created.
+ * Classify a packet leaving a local endpoint. @dst_local: its destination is
+ * a local endpoint (direct delivery). Returns CT_* | CT_COVERS_PEER.
  */
-static __always_inline int ct_lookup4(struct __sk_buff *skb, const struct pkt_info *pkt,
-				      __u8 dir, __u32 src_identity)
+static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct pkt_info *pkt,
+					    int dst_local, __u32 now)
 {
-	struct ct_key4 key = {};
 	struct ct_entry *e;
-	struct ct_entry fresh = {};
-	__u32 now = ct_now();
-	__u32 len = skb->len;
 
-	key.saddr = *(const __u32 *)pkt->saddr;
-	key.daddr = *(const __u32 *)pkt->daddr;
-	key.sport = pkt->sport;
-	key.dport = pkt->dport;
-	key.nexthdr = pkt->proto;
-	key.flags = dir;
-	e = cpy_ct4.lookup(&key);
-	if (e && e->expires >= now && !ct_is_restart(e, pkt)) {
-		ct_account(e, 0, pkt, len, now);
-		return CT_ESTABLISHED;
+	e = ct_find(pkt, 0, CT_EGRESS);
+	if (ct_live(e, now)) {
+		if (ct_is_restart(e, pkt))
+			return CT_NEW;
+		ct_account(e, 0, pkt, skb->len, now);
+		return CT_ESTABLISHED | ((e->flags & CT_F_LOCAL) ? CT_COVERS_PEER : 0);
 	}
-	if (!e || e->expires < now) {
-		struct ct_key4 rkey = {};
-		struct ct_entry *r;
-
-		rkey.saddr = key.daddr;
-		rkey.daddr = key.saddr;
-		rkey.sport = key.dport;
-		rkey.dport = key.sport;
-		rkey.nexthdr = key.nexthdr;
-		rkey.flags = !dir;
-		r = cpy_ct4.lookup(&rkey);
-		if (r && r->expires >= now) {
-			ct_account(r, 1, pkt, len, now);
-			return CT_REPLY;
+	if (dst_local) {
+		e = ct_find(pkt, 1, CT_EGRESS);
+		if (ct_live(e, now) && (e->flags & CT_F_LOCAL)) {
+			ct_account(e, 1, pkt, skb->len, now);
+			return CT_REPLY | CT_COVERS_PEER;
 		}
-		if (pkt->proto == IPPROTO_ICMP && icmp4_is_error(pkt->icmp_type))
-			return ct_related4(skb, pkt, dir, len, now);
 	}
-	ct_init_entry(&fresh, pkt, len, now, src_identity);
-	if (cpy_ct4.update(&key, &fresh) < 0)
-		return -1;
-	metric_count(METRIC_CT_CREATED, 0);
+	e = ct_find(pkt, 1, CT_INGRESS);
+	if (ct_live(e, now)) {
+		ct_account(e, 1, pkt, skb->len, now);
+		return CT_REPLY;
+	}
+	if (icmp_is_error(pkt))
+		return ct_related(skb, pkt, CT_INGRESS, dst_local, now);
 	return CT_NEW;
 }
 
-static __always_inline int ct_lookup6(struct __sk_buff *skb, const struct pkt_info *pkt,
-				      __u8 dir, __u32 src_identity)
+/* Classify a packet entering a local endpoint. Returns CT_*. */
+static __always_inline int ct_lookup_ingress(struct __sk_buff *skb, const struct pkt_info *pkt,
+					     __u32 now)
 {
-	struct ct_key6 key = {};
 	struct ct_entry *e;
-	struct ct_entry fresh = {};
-	__u32 now = ct_now();
-	__u32 len = skb->len;
 
-	addr6_copy(key.saddr, pkt->saddr);
-	addr6_copy(key.daddr, pkt->daddr);
-	key.sport = pkt->sport;
-	key.dport = pkt->dport;
-	key.nexthdr = pkt->proto;
-	key.flags = dir;
-	e = cpy_ct6.lookup(&key);
-	if (e && e->expires >= now && !ct_is_restart(e, pkt)) {
-		ct_account(e, 0, pkt, len, now);
+	e = ct_find(pkt, 0, CT_INGRESS);
+	if (ct_live(e, now)) {
+		if (ct_is_restart(e, pkt))
+			return CT_NEW;
+		ct_account(e, 0, pkt, skb->len, now);
 		return CT_ESTABLISHED;
 	}
-	if (!e || e->expires < now) {
-		struct ct_key6 rkey = {};
-		struct ct_entry *r;
-
-		addr6_copy(rkey.saddr, pkt->daddr);
-		addr6_copy(rkey.daddr, pkt->saddr);
-		rkey.sport = key.dport;
-		rkey.dport = key.sport;
-		rkey.nexthdr = key.nexthdr;
-		rkey.flags = !dir;
-		r = cpy_ct6.lookup(&rkey);
-		if (r && r->expires >= now) {
-			ct_account(r, 1, pkt, len, now);
-			return CT_REPLY;
-		}
-		if (pkt->proto == IPPROTO_ICMPV6 && icmp6_is_error(pkt->icmp_type))
-			return ct_related6(skb, pkt, dir, len, now);
+	e = ct_find(pkt, 1, CT_EGRESS);
+	if (ct_live(e, now)) {
+		ct_account(e, 1, pkt, skb->len, now);
+		return CT_REPLY;
 	}
-	ct_init_entry(&fresh, pkt, len, now, src_identity);
-	if (cpy_ct6.update(&key, &fresh) < 0)
+	if (icmp_is_error(pkt))
+		return ct_related(skb, pkt, CT_EGRESS, 0, now);
+	return CT_NEW;
+}
+
+/*
+ * Record a new connection (after policy allowed it). @src_identity: who
+ * opened it. Returns 0, or -1 when the map refused the entry.
+ */
+static __always_inline int ct_create(struct __sk_buff *skb, const struct pkt_info *pkt,
+				     __u8 dir, __u16 flags, __u32 src_identity, __u32 now)
+{
+	struct ct_entry e = {};
+	int ret;
+
+#if CT_ACCOUNTING
+	e.tx_packets = 1;
+	e.tx_bytes = skb->len;
+#endif
+	e.tx_tcp_flags = pkt->tcp_flags;
+	e.flags = flags;
+	e.created = now;
+	e.src_identity = src_identity;
+	e.expires = now + ct_lifetime(flags, pkt->proto);
+	if (pkt->family == CPY_AF_INET) {
+		struct ct_key4 key = {};
+
+		key.saddr = *(const __u32 *)pkt->saddr;
+		key.daddr = *(const __u32 *)pkt->daddr;
+		key.sport = pkt->sport;
+		key.dport = pkt->dport;
+		key.nexthdr = pkt->proto;
+		key.flags = dir;
+		ret = cpy_ct4.update(&key, &e);
+	} else {
+		struct ct_key6 key = {};
+
+		addr6_copy(key.saddr, pkt->saddr);
+		addr6_copy(key.daddr, pkt->daddr);
+		key.sport = pkt->sport;
+		key.dport = pkt->dport;
+		key.nexthdr = pkt->proto;
+		key.flags = dir;
+		ret = cpy_ct6.update(&key, &e);
+	}
+	if (ret < 0)
 		return -1;
 	metric_count(METRIC_CT_CREATED, 0);
-	return CT_NEW;
+	return 0;
 }
 
 #endif /* CPY_CONNTRACK_H */

@@ -15,7 +15,7 @@
 #define DROP_INVALID_SIP 2	/* source IPv4/IPv6 (or ARP sender IP) is not the endpoint's */
 #define DROP_UNSUPPORTED_L3 3	/* ethertype other than ARP/IPv4/IPv6, or a disabled family */
 #define DROP_CT_ERROR 4		/* conntrack entry could not be created (map full) */
-#define DROP_POLICY_DENIED 5	/* reserved for the policy step */
+#define DROP_POLICY_DENIED 5	/* no policy entry allows a new connection */
 #define DROP_UNKNOWN_ENDPOINT 6	/* program runs on a device with no endpoint config */
 #define DROP_INVALID_PACKET 7	/* truncated or malformed headers */
 #define DROP_WRITE_ERROR 8	/* rewriting the packet (MAC, TTL, checksum) failed */
@@ -27,10 +27,10 @@ struct drop_event {
 	__u8 reason;		/* DROP_* */
 	__u8 dir;		/* DIR_FROM_CONTAINER / DIR_TO_CONTAINER */
 	__u8 family;		/* 0, CPY_AF_INET, CPY_AF_INET6 */
-	__u32 ep_id;		/* endpoint whose program dropped it (0: unknown) */
-	__u32 ifindex;
-	__u32 src_identity;	/* reserved for policy */
-	__u32 dst_identity;	/* reserved for policy */
+	__u32 ep_id;		/* endpoint the verdict is about (0: unknown) */
+	__u32 ifindex;		/* that endpoint's host veth */
+	__u32 src_identity;	/* identity of the sender (0: not resolved) */
+	__u32 dst_identity;	/* identity of the receiver (0: not resolved) */
 	__u32 len;		/* bytes on the wire */
 	__u16 eth_proto;
 	__u8 proto;
@@ -46,9 +46,14 @@ struct drop_event {
 BPF_PERF_OUTPUT(cpy_events);
 CPY_PINNED_MAP("percpu_array", __u32, struct metric_value, cpy_drops, DROP_REASON_MAX);
 
-/* Count, report and return the verdict that drops the packet. */
+/*
+ * Count, report and return the verdict that drops the packet. @ep_id and
+ * @ifindex name the endpoint the verdict is about: on direct delivery an
+ * ingress policy drop concerns the destination, not the veth the program
+ * runs on.
+ */
 static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_info *pkt,
-				     __u8 reason, __u8 dir, __u32 ep_id,
+				     __u8 reason, __u8 dir, __u32 ep_id, __u32 ifindex,
 				     __u32 src_identity, __u32 dst_identity)
 {
 	struct drop_event ev = {};
@@ -64,7 +69,7 @@ static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_inf
 	ev.dir = dir;
 	ev.family = pkt->family;
 	ev.ep_id = ep_id;
-	ev.ifindex = skb->ifindex;
+	ev.ifindex = ifindex;
 	ev.src_identity = src_identity;
 	ev.dst_identity = dst_identity;
 	ev.len = skb->len;

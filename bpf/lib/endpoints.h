@@ -8,6 +8,12 @@
  *              addresses). Used by the programs on that veth to validate the
  *              source of what the container sends. This replaces the per-
  *              endpoint constants Cilium compiles in: one compile serves all.
+ *
+ * Both carry the same flags word: address families, and the endpoint's
+ * policy summary (which directions are enforced, which key shapes its policy
+ * entries use; lib/policy.h). The summary sits in cpy_lxc too because direct
+ * delivery checks the destination's ingress policy with only its cpy_lxc
+ * entry at hand.
  */
 #ifndef CPY_ENDPOINTS_H
 #define CPY_ENDPOINTS_H
@@ -16,6 +22,11 @@
 
 #define EP_F_HAS_IPV4 0x1
 #define EP_F_HAS_IPV6 0x2
+#define EP_F_INGRESS_ENFORCED 0x4
+#define EP_F_EGRESS_ENFORCED 0x8
+/* Bits 8-13: key shapes of the ingress entries, 16-21: egress (POLICY_SHAPE_*). */
+#define EP_SHAPES_INGRESS_SHIFT 8
+#define EP_SHAPES_EGRESS_SHIFT 16
 
 struct endpoint_key {
 	__u8 addr[16];		/* IPv4 in the first 4 bytes, rest zero */

@@ -7,6 +7,7 @@ else in the process writes the store or the kernel.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -117,10 +118,31 @@ class Agent:
         log.info("endpoints restored", extra={"fields": summary})
         self.policy.regenerate_all()
         self.node_started = True
+        self._start_docker_labels()
         self._maintenance = threading.Thread(
             target=self._maintain, name="cpy-maintenance", daemon=True
         )
         self._maintenance.start()
+
+    def _start_docker_labels(self) -> None:
+        """Learn container labels from dockerd when it is on this host (issue: Docker
+        never tells a network driver a container's labels)."""
+        self.docker_labels = None
+        sock = "/var/run/docker.sock"
+        if not self.config.docker_labels or not os.path.exists(sock):
+            return
+        from ..docker.labels import DockerLabelWatcher
+
+        def endpoints_of(container_id: str) -> list[str]:
+            return [ep.id for ep in self.endpoints.list()
+                    if ep.container_id and container_id.startswith(ep.container_id)]
+
+        self.docker_labels = DockerLabelWatcher(
+            self.endpoints.set_labels, endpoints_of_container=endpoints_of,
+            docker_url=f"unix://{sock}",
+        )
+        self.docker_labels.start()
+        log.info("learning container labels from dockerd", extra={"fields": {"socket": sock}})
 
     def _maintain(self, interval: float = 30.0) -> None:
         """Periodic upkeep: expire conntrack entries, release unused identities."""
@@ -174,6 +196,8 @@ class Agent:
         as dockerd's FORWARD policy expects of a well-behaved plugin."""
         log.info("agent stopping")
         self._stopping.set()
+        if getattr(self, "docker_labels", None) is not None:
+            self.docker_labels.stop()
         if self.masquerade is not None:
             try:
                 self.masquerade.remove()

@@ -35,6 +35,15 @@ from ..store import Store
 
 log = get_logger("policy")
 
+# Fail closed: an endpoint whose labels are not known yet (reserved:init) may talk to
+# the host and nothing else, unless a user rule selecting reserved:init allows more.
+INIT_RULES = parse_policy([{
+    "endpointSelector": {"matchLabels": {"reserved:init": ""}},
+    "ingress": [{"fromEntities": ["host"]}],
+    "egress": [{"toEntities": ["host"]}],
+    "description": "built-in: endpoints with unknown labels reach only the host",
+}])
+
 RULES_KEY = "cilium-py/policy/rules"
 REVISION_KEY = "cilium-py/policy/revision"
 CIDR_USER = "policy-cidr"
@@ -168,7 +177,7 @@ class PolicyManager:
     def resolve(self, ep: Any) -> ResolvedPolicy:
         rules, revision = self.repo.snapshot()
         return resolve_policy(
-            rules, LabelSet.parse(ep.labels), self.index(),
+            (*INIT_RULES, *rules), LabelSet.parse(ep.labels), self.index(),
             mode=self.mode_for(ep),
             allow_host_ingress=self.agent.config.allow_host_ingress,
             l7_proxies=self.l7_proxies,
@@ -236,7 +245,7 @@ class PolicyManager:
                 raise InvalidInput(f"invalid port {dport!r}: use PORT[/TCP|UDP|ANY]",
                                    {"dport": dport}) from exc
         result = trace_policy(
-            self.repo.rules, source, destination, port=port, protocol=proto,
+            (*INIT_RULES, *self.repo.rules), source, destination, port=port, protocol=proto,
             mode=EnforcementMode(self.agent.config.enforcement),
             allow_host_ingress=self.agent.config.allow_host_ingress,
             l7_proxies=self.l7_proxies,

@@ -168,6 +168,9 @@ class Datapath:
         ct_lifetime_syn: int = 60,
         ct_lifetime_nontcp: int = 60,
         ct_lifetime_close: int = 10,
+        ipcache_size: int = 16384,
+        policy_size: int = 65536,
+        ct_accounting: bool = True,
     ) -> None:
         self.options = DatapathOptions(
             bpf_root=bpf_root.rstrip("/") or "/",
@@ -179,6 +182,9 @@ class Datapath:
             ct_lifetime_syn=ct_lifetime_syn,
             ct_lifetime_nontcp=ct_lifetime_nontcp,
             ct_lifetime_close=ct_lifetime_close,
+            ipcache_size=ipcache_size,
+            policy_size=policy_size,
+            ct_accounting=ct_accounting,
         )
         self._lock = threading.RLock()
         self._loaded: LoadedPrograms | None = None

@@ -60,12 +60,18 @@ class DatapathOptions:
     ct_lifetime_syn: int = 60
     ct_lifetime_nontcp: int = 60
     ct_lifetime_close: int = 10
+    ipcache_size: int = 16384
+    policy_size: int = 65536
+    ct_accounting: bool = True
 
     def cflags(self) -> list[str]:
         flags = [
             f'-DCPY_PIN_ROOT="{self.bpf_root}"',
             f"-DCT_MAP_SIZE={self.ct_size}",
             f"-DENDPOINT_MAP_SIZE={self.endpoint_size}",
+            f"-DIPCACHE_MAP_SIZE={self.ipcache_size}",
+            f"-DPOLICY_MAP_SIZE={self.policy_size}",
+            *([] if self.ct_accounting else ["-DCT_ACCOUNTING=0"]),
             f"-DCT_LIFETIME_TCP={self.ct_lifetime_tcp}",
             f"-DCT_LIFETIME_SYN={self.ct_lifetime_syn}",
             f"-DCT_LIFETIME_NONTCP={self.ct_lifetime_nontcp}",
@@ -78,7 +84,7 @@ class DatapathOptions:
         return flags
 
     def specs(self) -> dict[str, MapSpec]:
-        return map_specs(self.ct_size, self.endpoint_size)
+        return map_specs(self.ct_size, self.endpoint_size, self.ipcache_size, self.policy_size)
 
 
 @dataclass

@@ -29,6 +29,15 @@ AF_INET6 = 6
 
 EP_F_HAS_IPV4 = 0x1
 EP_F_HAS_IPV6 = 0x2
+EP_F_INGRESS_ENFORCED = 0x4
+EP_F_EGRESS_ENFORCED = 0x8
+EP_SHAPES_INGRESS_SHIFT = 8
+EP_SHAPES_EGRESS_SHIFT = 16
+#: the flags word bits set_policy owns (the rest belong to attach_endpoint)
+EP_POLICY_FLAGS_MASK = (
+    EP_F_INGRESS_ENFORCED | EP_F_EGRESS_ENFORCED
+    | 0x3F << EP_SHAPES_INGRESS_SHIFT | 0x3F << EP_SHAPES_EGRESS_SHIFT
+)
 
 CT_EGRESS = 0
 CT_INGRESS = 1
@@ -37,6 +46,14 @@ CT_F_TX_CLOSING = 0x1
 CT_F_RX_CLOSING = 0x2
 CT_F_SEEN_REPLY = 0x4
 CT_F_RESET = 0x8
+CT_F_LOCAL = 0x10
+
+POLICY_EGRESS = 0  # same numbering as the conntrack directions
+POLICY_INGRESS = 1
+POLICY_ACTION_ALLOW = 1
+POLICY_ACTION_REDIRECT = 2
+
+IPCACHE_PREFIX_BASE = 32  # family + pad bytes, always part of an ipcache prefix
 
 Mac = ctypes.c_uint8 * 6
 Addr16 = ctypes.c_uint8 * 16
@@ -121,6 +138,43 @@ class CtEntry(ctypes.Structure):
     ]
 
 
+class IpcacheKey(ctypes.Structure):
+    """struct ipcache_key: an LPM trie key over {family, pad, addr}."""
+
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+        ("addr", Addr16),
+    ]
+
+
+class IpcacheValue(ctypes.Structure):
+    _fields_ = [("identity", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
+class PolicyKey(ctypes.Structure):
+    """struct policy_key: dport in network byte order; 0 fields mean any."""
+
+    _fields_ = [
+        ("ep_id", ctypes.c_uint32),
+        ("identity", ctypes.c_uint32),
+        ("dport", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint8),
+        ("direction", ctypes.c_uint8),
+    ]
+
+
+class PolicyValue(ctypes.Structure):
+    """struct policy_value: proxy_port in host byte order."""
+
+    _fields_ = [
+        ("proxy_port", ctypes.c_uint16),
+        ("action", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+    ]
+
+
 class MetricValue(ctypes.Structure):
     """struct metric_value: one per CPU in cpy_metrics and cpy_drops."""
 
@@ -154,7 +208,8 @@ class DropEvent(ctypes.Structure):
 
 for _struct, _size in (
     (EndpointKey, 20), (EndpointInfo, 32), (EpConfig, 64), (CtKey4, 16), (CtKey6, 40),
-    (CtEntry, 56), (MetricValue, 16), (DropEvent, 76),
+    (CtEntry, 56), (MetricValue, 16), (DropEvent, 76), (IpcacheKey, 24), (IpcacheValue, 8),
+    (PolicyKey, 12), (PolicyValue, 4),
 ):
     assert ctypes.sizeof(_struct) == _size, (_struct.__name__, ctypes.sizeof(_struct))
 
@@ -204,6 +259,7 @@ class MapSpec:
     key: type[ctypes.Structure] | type[ctypes.c_uint32]
     value: type[ctypes.Structure]
     max_entries: int
+    flags: int = 0
 
     def matches(self, info: bpfsys.MapInfo) -> bool:
         return (
@@ -211,6 +267,7 @@ class MapSpec:
             and info.key_size == ctypes.sizeof(self.key)
             and info.value_size == ctypes.sizeof(self.value)
             and info.max_entries == self.max_entries
+            and info.flags == self.flags
         )
 
 
@@ -220,11 +277,18 @@ CT4 = "cpy_ct4"
 CT6 = "cpy_ct6"
 METRICS = "cpy_metrics"
 DROPS = "cpy_drops"
+IPCACHE = "cpy_ipcache"
+POLICY = "cpy_policy"
 
 
-def map_specs(ct_size: int, endpoint_size: int) -> dict[str, MapSpec]:
+def map_specs(
+    ct_size: int, endpoint_size: int, ipcache_size: int = 16384, policy_size: int = 65536
+) -> dict[str, MapSpec]:
     """Every pinned map for the given sizes, by name."""
     specs = [
+        MapSpec(IPCACHE, bpfsys.BPF_MAP_TYPE_LPM_TRIE, IpcacheKey, IpcacheValue, ipcache_size,
+                bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec(POLICY, bpfsys.BPF_MAP_TYPE_HASH, PolicyKey, PolicyValue, policy_size),
         MapSpec(LXC, bpfsys.BPF_MAP_TYPE_HASH, EndpointKey, EndpointInfo, endpoint_size),
         MapSpec(EP_CFG, bpfsys.BPF_MAP_TYPE_HASH, ctypes.c_uint32, EpConfig, endpoint_size),
         MapSpec(CT4, bpfsys.BPF_MAP_TYPE_LRU_HASH, CtKey4, CtEntry, ct_size),

@@ -8,6 +8,7 @@ single place where an exception becomes ``{"Err": ...}``.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -88,8 +89,12 @@ def create_app(agent: AgentAPI, state: DriverState, ports: Publisher) -> Flask:
         if handler is None:
             return _reply({"Err": f"unknown method {path!r}"}, 404)
         body = decode_body(request.get_data(cache=False))
-        log.debug("call", extra={"fields": {"method": path, "body": body}})
-        return _reply(handler(body))
+        started = time.perf_counter()
+        reply = handler(body)
+        log.debug("call", extra={"fields": {
+            "method": path, "ms": round((time.perf_counter() - started) * 1000, 1),
+            "body": body, "reply": reply}})
+        return _reply(reply)
 
     # dockerd only POSTs; any other verb is a 405 with an Err body, like every failure.
     app.add_url_rule("/<path:path>", "dispatch", dispatch, methods=["POST"])

@@ -33,8 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cilium-py-docker",
         description="cilium-py's Docker libnetwork network and IPAM driver.",
     )
-    parser.add_argument("--agent-socket", default=env("CILIUM_PY_SOCK") or DEFAULT_SOCKET,
-                        help="the agent's API socket (default: %(default)s; env CILIUM_PY_SOCK)")
+    # CILIUM_PY_SOCKET is the agent's own setting (e.g. in /etc/default/cilium-py), so a
+    # shared environment file points both at the same socket.
+    agent_socket = env("CILIUM_PY_SOCK") or env("CILIUM_PY_SOCKET") or DEFAULT_SOCKET
+    parser.add_argument("--agent-socket", default=agent_socket,
+                        help="the agent's API socket (default: %(default)s; env "
+                             "CILIUM_PY_SOCK or CILIUM_PY_SOCKET)")
     parser.add_argument("--plugin-socket",
                         default=env("CILIUM_PY_DOCKER_SOCKET") or DEFAULT_PLUGIN_SOCKET,
                         help="where dockerd looks for the plugin (default: %(default)s)")

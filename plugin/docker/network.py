@@ -17,6 +17,7 @@ reserved *init* identity. Its real ``container:`` labels arrive from the label w
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import asdict
 from typing import Any
 
 from ..errors import CiliumPyError, InvalidInput, NotFound
@@ -180,14 +181,21 @@ class NetworkDriver:
                 raise DriverError(
                     "the agent did not return a container-interface for a docker endpoint; "
                     "it is too old for this plugin")
+            ipv4, ipv6 = self._docker_addresses(nid, iface, ep)
             with self.state.edit() as doc:
                 doc["endpoints"][eid] = {
                     "network": nid,
                     "agent-id": ep_id,
-                    "ipv4": _plain((ep.get("addressing") or {}).get("ipv4")),
-                    "ipv6": _plain((ep.get("addressing") or {}).get("ipv6")),
+                    "ipv4": ipv4,
+                    "ipv6": ipv6,
                     "ports": [],
                     "exposed": [],
+                    # What Join and EndpointOperInfo answer with: dockerd calls them on
+                    # every start, and asking the agent each time is pure latency.
+                    "container-interface": ep.get("container-interface"),
+                    "mac": ep.get("mac"),
+                    "gateway": ep.get("gateway") or {},
+                    "routes": ep.get("routes") or [],
                 }
         except BaseException:
             self._forget_agent_endpoint(ep_id)
@@ -196,6 +204,18 @@ class NetworkDriver:
             "endpoint": eid, "network": nid, "identity": ep.get("identity"),
             "addressing": ep.get("addressing")}})
         return {"Interface": reply}
+
+    def _docker_addresses(self, nid: str, iface: dict[str, Any],
+                          ep: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The endpoint's addresses in the families the Docker network has.
+
+        The agent may hold an address of a family the Docker network lacks; the
+        container never has it configured, so nothing (ports) may point at it.
+        """
+        families = self._families(nid, iface)
+        addressing = ep.get("addressing") or {}
+        return (_plain(addressing.get("ipv4")) if 4 in families else None,
+                _plain(addressing.get("ipv6")) if 6 in families else None)
 
     def _interface_reply(self, nid: str, iface: dict[str, Any],
                          ep: dict[str, Any]) -> dict[str, str]:
@@ -235,23 +255,13 @@ class NetworkDriver:
         return {}
 
     def endpoint_info(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Answered from the driver's state: dockerd asks twice per container start."""
         require_str(body, "NetworkID")
         eid = require_str(body, "EndpointID")
         record = self.state.endpoint(eid) or {}
-        value: dict[str, Any] = {}
-        try:
-            ep = self.agent.get_endpoint(agent_endpoint_id(eid))
-        except CiliumPyError as exc:
-            # Inspecting a container must not fail because the agent is restarting.
-            value["cilium-py.error"] = exc.message
-            ep = {}
-        if ep:
-            value["cilium-py.endpoint-id"] = ep.get("id")
-            value["cilium-py.identity"] = ep.get("identity")
-            value["cilium-py.host-interface"] = ep.get("host-interface")
-            value["cilium-py.state"] = ep.get("state")
-            if ep.get("mac"):
-                value[MAC_KEY] = ep["mac"]
+        value: dict[str, Any] = {"cilium-py.endpoint-id": agent_endpoint_id(eid)}
+        if record.get("mac"):
+            value[MAC_KEY] = record["mac"]
         if record.get("ports"):
             value[OPT_PORTMAP] = [
                 Binding(**b).to_docker(record.get("ipv4") or record.get("ipv6") or "")
@@ -272,7 +282,8 @@ class NetworkDriver:
         nid = require_str(body, "NetworkID")
         eid = require_str(body, "EndpointID")
         sandbox = require_str(body, "SandboxKey")
-        ep = self._endpoint(eid)
+        record = self.state.endpoint(eid) or {}
+        ep = record if record.get("container-interface") else self._endpoint(eid)
         self._claim_sandbox(eid, sandbox)
         src = ep.get("container-interface")
         if not src:
@@ -335,15 +346,14 @@ class NetworkDriver:
         exposed = options.get(OPT_EXPOSED_PORTS) or []
         record = self.state.endpoint(eid)
         if record is None or not (record.get("ipv4") or record.get("ipv6")):
-            addressing = self._endpoint(eid).get("addressing") or {}
-            record = {**(record or {}), "ipv4": _plain(addressing.get("ipv4")),
-                      "ipv6": _plain(addressing.get("ipv6"))}
+            ipv4, ipv6 = self._docker_addresses(body["NetworkID"], {}, self._endpoint(eid))
+            record = {**(record or {}), "ipv4": ipv4, "ipv6": ipv6}
         bindings = self.ports.publish(eid, record.get("ipv4"), record.get("ipv6"), requests)
         with self.state.edit() as doc:
             entry = doc["endpoints"].setdefault(eid, {"network": body["NetworkID"],
                                                       "agent-id": agent_endpoint_id(eid)})
             entry.update(ipv4=record.get("ipv4"), ipv6=record.get("ipv6"),
-                         ports=[b.__dict__ for b in bindings], exposed=exposed)
+                         ports=[asdict(b) for b in bindings], exposed=exposed)
         return {}
 
     def revoke_external(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ NAT_CHAIN = "CILIUM_PY_DOCKER_DNAT"
 FWD_CHAIN = "CILIUM_PY_DOCKER_FWD"
 COMMENT_PREFIX = "cilium-py-docker:"
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 49153, 60999
+PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class IptablesPublisher:
             for line in text.splitlines():
                 words = line.split()
                 if "--dport" in words and "-p" in words:
-                    proto = {v: k for k, v in PROTO_NAMES.items()}.get(words[words.index("-p") + 1])
+                    proto = PROTO_NUMBERS.get(words[words.index("-p") + 1])
                     if proto is not None:
                         used.add((proto, int(words[words.index("--dport") + 1])))
         return used

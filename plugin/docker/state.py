@@ -71,8 +71,8 @@ class DriverState:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(self._doc, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
+            # No fsync: the rename is atomic (old or new content, never a mix), and
+            # after a power loss the file is a cache that the handlers rebuild.
             os.replace(tmp, self.path)
         except BaseException:
             try:

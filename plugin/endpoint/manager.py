@@ -20,7 +20,6 @@ from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..labels import LabelSet
 from ..labels.label import LabelError
-from ..labels.reserved import ReservedIdentity
 from ..logs import get_logger
 from ..store import Store
 from . import hostside, plumbing
@@ -172,6 +171,9 @@ class EndpointManager:
             requested = req.get("addressing") or {}
             for family, key in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
                 fam = 4 if family == socket.AF_INET else 6
+                if docker and not requested.get(key):
+                    # libnetwork reserved what the network uses; nothing more.
+                    continue
                 if not self.ipam.enabled(fam):
                     if requested.get(key):
                         raise InvalidInput(f"IPv{fam} is turned off on this node", {key: "off"})
@@ -229,8 +231,8 @@ class EndpointManager:
         return ep
 
     def _identity_for(self, labels: LabelSet, ep_id: str) -> int:
-        if not labels:
-            return int(ReservedIdentity.INIT)
+        """``reserved:init`` (labels not known yet) maps to the init identity; any other
+        set, the empty one included (labels known: none), gets an allocated identity."""
         return self.identities.allocate(labels, ep_id)
 
     # -- detach --------------------------------------------------------------------
@@ -252,7 +254,18 @@ class EndpointManager:
             self.datapath.detach_endpoint(ep)
         if ep.host_interface:
             plumbing.delete_endpoint_link(ep.host_interface, ep.ipv4, ep.ipv6)
-        self.ipam.release_owner(ep.id)
+        if ep.docker:
+            # libnetwork releases the address itself (ReleaseAddress) after the endpoint
+            # is gone: keep it reserved until then so nobody else gets it meanwhile.
+            for addr in self.ipam.release_owner(ep.id):
+                try:
+                    self.ipam.allocate(addr.version, f"{RESERVATION_PREFIX}released:{ep.id}:"
+                                       f"{addr.version}", str(addr))
+                except CiliumPyError:
+                    log.warning("could not keep released address reserved",
+                                extra={"fields": {"address": str(addr)}})
+        else:
+            self.ipam.release_owner(ep.id)
         if ep.identity:
             self.identities.release(ep.identity, ep.id)
         self._forget(ep.id)
@@ -313,7 +326,7 @@ class EndpointManager:
                 removed += 1
         owners = {ep.id for ep in self.list()}
         for address, owner in self.ipam.allocations().items():
-            if owner not in owners:
+            if owner not in owners and not owner.startswith(RESERVATION_PREFIX):
                 self.ipam.release(address)
                 removed += 1
         return {"restored": restored, "removed": removed}

@@ -73,22 +73,24 @@ def docker_env(dockerd: None, image: str) -> Iterator[DockerEnv]:
     workdir = tempfile.mkdtemp(prefix="cpyt-docker-")
     bpf_root = f"/sys/fs/bpf/{prefix}"
     router = f"cpyth{tag}"  # 11 characters: its peer "<router>_net" must fit in 15
-    agent = start_root_agent(workdir, bpf_root, router)
     plugin = Plugin(
         name=prefix,
         socket=f"/run/docker/plugins/{prefix}.sock",
-        agent_socket=agent.socket,
+        agent_socket=os.path.join(workdir, "agent.sock"),
         state_file=os.path.join(workdir, "driver.json"),
         log_path=os.path.join(workdir, "plugin.log"),
     )
-    env = DockerEnv(prefix, agent, plugin, image, workdir)
+    env: DockerEnv | None = None
     try:
+        agent = start_root_agent(workdir, bpf_root, router)
+        env = DockerEnv(prefix, agent, plugin, image, workdir)
         plugin.start()
         yield env
     finally:
-        env.cleanup()
-        plugin.stop()
-        agent.stop()
+        if env is not None:
+            env.cleanup()
+            plugin.stop()
+            env.agent.stop()
         if os.path.exists(plugin.socket):
             os.unlink(plugin.socket)
         run(sys.executable, "-m", "cilium_py.docker.main", "--remove-port-chains", check=False)

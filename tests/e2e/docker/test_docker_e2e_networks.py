@@ -83,3 +83,12 @@ def test_unlabelled_container_keeps_the_init_identity(env):
     ctr = env.run(net)
     ep = env.endpoint(env.endpoint_id(ctr, net))
     assert ep is not None and ep["identity"] == INIT_IDENTITY
+
+
+def test_fixed_ip_and_its_release(env):
+    net = env.network("v4", "--subnet", POOL4)
+    ctr = env.run(net, "--ip", "10.201.7.7")
+    assert env.addresses(ctr, net)[0] == "10.201.7.7"
+    assert env.api().get("/v1/ipam")["allocations"].get("10.201.7.7")
+    docker("rm", "-f", ctr)
+    assert "10.201.7.7" not in env.api().get("/v1/ipam")["allocations"]

@@ -142,16 +142,15 @@ def test_full_backlog_is_waited_out_not_reported_unreachable(short_tmp: str) -> 
         import time
 
         time.sleep(0.3)
-        for _ in range(len(fillers) + 1):
+        for filler in fillers:
+            filler.close()
+        srv.settimeout(5)
+        while True:
             conn, _ = srv.accept()
-            try:
-                if conn.recv(65536):
+            with conn:
+                if conn.recv(65536):  # the fillers are closed: they read as EOF
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-            except OSError:
-                pass
-            conn.close()
-            if fillers:
-                fillers.pop().close()
+                    return
 
     t = threading.Thread(target=serve_later)
     t.start()

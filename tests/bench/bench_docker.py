@@ -1,0 +1,238 @@
+"""Docker: ``docker run`` to network ready on cilium-py vs Docker's default bridge.
+
+Three set-ups are measured in the same run, in rotated order (A B C, B C A, C A B, ...)
+so that drift hits them alike: cilium-py, Docker's default bridge (the issue's
+reference), and a user-defined bridge network. The last one matters for reading the
+ratio: every user-defined network, whatever its driver, gets dockerd's embedded DNS
+(set up inside each container with iptables), which the default bridge does not; so
+cilium-py vs user-defined bridge is the driver's own cost. For each container:
+
+- *run*: ``docker run -d`` until it returns (the container is started);
+- *ready*: ``docker run -d`` until the host completes a TCP connection to the
+  container's httpd (address read with ``docker inspect``, the same cost both ways);
+- *identity* (cilium-py only): from the container's ``State.StartedAt`` until the agent
+  reports its endpoint with the labels' identity instead of the reserved *init* one,
+  i.e. until policy for its real labels is in force.
+
+Containers stay up until the end (50 of each by default), then are removed and timed.
+The agent runs in the root namespace (dockerd's) with its own pools and names, the
+plugin under a unique driver name with ``--watch-labels``.
+
+    python -m tests.bench.bench_docker [--count 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from cilium_py.cli.client import AgentClient
+from tests.bench.common import percentile, require_root, sh
+from tests.e2e.docker.docker_e2e import (
+    Plugin,
+    build_busybox_image,
+    dockerd_up,
+    start_root_agent,
+)
+
+INIT_IDENTITY = 5
+HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
+
+
+@contextmanager
+def running_dockerd() -> Iterator[None]:
+    proc = None
+    if not dockerd_up():
+        log = open(os.path.join(tempfile.gettempdir(), "cpyb-dockerd.log"), "ab")  # noqa: SIM115
+        proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 60
+        while not dockerd_up():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("dockerd did not start")
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+
+def started_at(text: str) -> float:
+    """Docker's RFC 3339 timestamp with nanoseconds, as a Unix time."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    base = datetime.fromisoformat(head + "+00:00").timestamp()
+    return base + float("0." + (frac or "0"))
+
+
+def wait_tcp(address: str, port: int, timeout: float = 30.0) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            try:
+                sock.connect((address, port))
+                return
+            except OSError:
+                time.sleep(0.002)
+    raise RuntimeError(f"{address}:{port} never answered")
+
+
+class IdentityWatch(threading.Thread):
+    """Polls the agent until an endpoint leaves the init identity; records the time."""
+
+    def __init__(self, agent_socket: str, container: str, network: str) -> None:
+        super().__init__(daemon=True)
+        self.client = AgentClient(agent_socket)
+        self.container, self.network = container, network
+        self.when: float | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 30
+        ep_id = None
+        while time.monotonic() < deadline:
+            if ep_id is None:
+                res = subprocess.run(
+                    ["docker", "inspect", "-f",
+                     f'{{{{(index .NetworkSettings.Networks "{self.network}").EndpointID}}}}',
+                     self.container], capture_output=True, text=True)
+                ep_id = res.stdout.strip() or None
+                continue
+            resp = self.client.request("GET", f"/v1/endpoint/{ep_id}")
+            if resp.status_code == 200:
+                ep = resp.json()
+                if ep.get("identity") != INIT_IDENTITY and ep.get("state") == "ready":
+                    self.when = time.time()
+                    return
+            time.sleep(0.005)
+
+
+def run_one(image: str, network: str, name: str, labels: dict[str, str],
+            agent_socket: str | None) -> dict[str, float]:
+    label_args = [a for k, v in labels.items() for a in ("-l", f"{k}={v}")]
+    t0 = time.perf_counter()
+    sh("docker", "run", "-d", "--name", name, "--network", network, *label_args, image, *HTTPD)
+    t_run = time.perf_counter()
+    watch = None
+    if agent_socket is not None:
+        watch = IdentityWatch(agent_socket, name, network)
+        watch.start()
+    info = json.loads(sh("docker", "inspect", name))[0]
+    address = info["NetworkSettings"]["Networks"][network]["IPAddress"]
+    wait_tcp(address, 80)
+    t_ready = time.perf_counter()
+    out = {"run": (t_run - t0) * 1000, "ready": (t_ready - t0) * 1000}
+    if watch is not None:
+        watch.join(35)
+        if watch.when is None:
+            raise RuntimeError(f"{name} never left the init identity")
+        out["identity"] = (watch.when - started_at(info["State"]["StartedAt"])) * 1000
+    return out
+
+
+def summary(label: str, values: list[float]) -> str:
+    return (f"{label:<32} p50 {percentile(values, 50):8.1f} ms   "
+            f"p99 {percentile(values, 99):8.1f} ms   (n={len(values)})")
+
+
+def main() -> None:
+    require_root()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=50)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:6]
+    prefix = f"cpyb-{tag}"
+    work = tempfile.mkdtemp(prefix="cpyb-docker-")
+    bpf_root = f"/sys/fs/bpf/{prefix}"
+    router = f"cpybh{tag}"
+    image = f"{prefix}-busybox"
+    kinds = ("cilium-py", "bridge", "user-bridge")
+    names: dict[str, list[str]] = {kind: [] for kind in kinds}
+    with running_dockerd():
+        build_busybox_image(image)
+        agent = None
+        plugin = Plugin(prefix, f"/run/docker/plugins/{prefix}.sock",
+                        os.path.join(work, "agent.sock"), os.path.join(work, "driver.json"),
+                        os.path.join(work, "plugin.log"), log_level="warning")
+        network, user_bridge = f"{prefix}-net", f"{prefix}-br"
+        nets = {"cilium-py": network, "bridge": "bridge", "user-bridge": user_bridge}
+        results: dict[str, dict[str, list[float]]] = {
+            kind: {"run": [], "ready": []} for kind in kinds}
+        results["cilium-py"]["identity"] = []
+        removal: dict[str, list[float]] = {kind: [] for kind in kinds}
+        try:
+            agent = start_root_agent(work, bpf_root, router, "--log-level", "warning",
+                                     pools=("10.202.0.0/16", "fd10:202::/112"))
+            plugin.start()
+            sh("docker", "network", "create", "-d", prefix, "--ipam-driver", prefix, network)
+            sh("docker", "network", "create", "--subnet", "10.204.0.0/16", user_bridge)
+            # One unmeasured warm-up each (image layers, first-use caches).
+            for kind in kinds:
+                warm = f"{prefix}-warm-{kind}"
+                run_one(image, nets[kind], warm, {"app": "warm"}, None)
+                sh("docker", "rm", "-f", warm)
+            for i in range(args.count):
+                order = kinds[i % 3:] + kinds[:i % 3]
+                for kind in order:
+                    name = f"{prefix}-{kind}-{i}"
+                    names[kind].append(name)
+                    sock = agent.socket if kind == "cilium-py" else None
+                    got = run_one(image, nets[kind], name, {"app": f"bench-{i % 5}"}, sock)
+                    for key, value in got.items():
+                        results[kind][key].append(value)
+            for i in range(args.count):
+                for kind in kinds:
+                    t0 = time.perf_counter()
+                    sh("docker", "rm", "-f", names[kind][i])
+                    removal[kind].append((time.perf_counter() - t0) * 1000)
+        finally:
+            leftovers = sh("docker", "ps", "-aq", "--filter", f"name={prefix}-",
+                           check=False).split()
+            if leftovers:
+                sh("docker", "rm", "-f", *leftovers, check=False)
+            sh("docker", "network", "rm", network, user_bridge, check=False)
+            plugin.stop()
+            if agent is not None:
+                agent.stop()
+            if os.path.exists(plugin.socket):
+                os.unlink(plugin.socket)
+            sh("ip", "link", "del", router, check=False)
+            sh("docker", "rmi", "-f", image, check=False)
+            sh(sys.executable, "-m", "cilium_py.docker.main", "--remove-port-chains",
+               check=False)
+            shutil.rmtree(bpf_root, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"docker run -> network ready, {args.count} containers each, rotated order")
+    for kind in kinds:
+        print(summary(f"{kind}: docker run -d returned", results[kind]["run"]))
+        print(summary(f"{kind}: reachable from host", results[kind]["ready"]))
+        print(summary(f"{kind}: docker rm -f", removal[kind]))
+    for peer in ("bridge", "user-bridge"):
+        for key in ("run", "ready"):
+            ours, theirs = results["cilium-py"][key], results[peer][key]
+            print(f"ratio cilium-py/{peer} ({key}): "
+                  f"p50 {percentile(ours, 50) / percentile(theirs, 50):.2f}x   "
+                  f"p99 {percentile(ours, 99) / percentile(theirs, 99):.2f}x   (goal <= 1.2x)")
+    print(summary("start -> identity in force", results["cilium-py"]["identity"])
+          + "   (goal p99 < 500 ms)")
+
+
+if __name__ == "__main__":
+    main()
