@@ -36,6 +36,7 @@
 #include "lib/ipv6.h"
 #include "lib/l4.h"
 #include "lib/endpoints.h"
+#include "lib/forward.h"
 #include "lib/ipcache.h"
 #include "lib/metrics.h"
 #include "lib/drop.h"
@@ -86,19 +87,20 @@ static __always_inline int to_stack(struct __sk_buff *skb)
 static __always_inline int from_container_arp(struct __sk_buff *skb, const struct ep_config *cfg,
 					      struct pkt_info *pkt)
 {
-	struct arp_eth arp;
+	struct arp_eth buf;
+	const struct arp_eth *arp = pkt_ptr(skb, ETH_HLEN_, sizeof(buf), &buf);
 	__u32 sip, tip;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN_, &arp, sizeof(arp)) < 0)
+	if (!arp)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
-	__builtin_memcpy(&sip, arp.sip, sizeof(sip));
-	__builtin_memcpy(&tip, arp.tip, sizeof(tip));
+	__builtin_memcpy(&sip, arp->sip, sizeof(sip));
+	__builtin_memcpy(&tip, arp->tip, sizeof(tip));
 	*(__u32 *)pkt->saddr = sip;
 	*(__u32 *)pkt->daddr = tip;
-	if (arp.hrd != cpy_htons(ARPHRD_ETHER_) || arp.pro != cpy_htons(ETH_P_IP_) ||
-	    arp.hln != 6 || arp.pln != 4)
+	if (arp->hrd != cpy_htons(ARPHRD_ETHER_) || arp->pro != cpy_htons(ETH_P_IP_) ||
+	    arp->hln != 6 || arp->pln != 4)
 		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
-	if (!mac_eq(pkt->smac, cfg->mac) || !mac_eq(arp.sha, cfg->mac))
+	if (!mac_eq(pkt->smac, cfg->mac) || !mac_eq(arp->sha, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	if (sip != 0 && (!(cfg->flags & EP_F_HAS_IPV4) || !addr4_eq(pkt->saddr, cfg->ipv4)))
 		return drop_from(skb, pkt, DROP_INVALID_SIP, cfg);
@@ -132,14 +134,7 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 	    ct_create(skb, pkt, CT_EGRESS, CT_F_LOCAL, src->identity, now) < 0)
 		return drop_from(skb, pkt, DROP_CT_ERROR, src);
 
-	if (pkt->family == CPY_AF_INET) {
-		if (ipv4_dec_ttl(skb) < 0)
-			return drop_from(skb, pkt, DROP_WRITE_ERROR, src);
-	} else {
-		if (ipv6_dec_hoplimit(skb, pkt->ttl) < 0)
-			return drop_from(skb, pkt, DROP_WRITE_ERROR, src);
-	}
-	if (eth_rewrite(skb, dst->node_mac, dst->mac) < 0)
+	if (fwd_rewrite(skb, pkt, dst->node_mac, dst->mac) < 0)
 		return drop_from(skb, pkt, DROP_WRITE_ERROR, src);
 
 	metric_count(METRIC_FROM_EP_LOCAL, skb->len);

@@ -4,15 +4,15 @@ Every CNI exec starts a fresh interpreter, so import time is the plugin's budget
 ``http.client`` pulls in the ``email`` package (about 15 ms here) and ``socket`` pulls
 in ``enum`` and ``selectors``; this speaks the small subset of HTTP/1.1 the agent's
 answers need (one request per connection, ``Content-Length`` or chunked bodies, or
-read-to-close) directly on the ``_socket`` built-in.
+read-to-close) directly on the ``_socket`` built-in, with JSON from :mod:`codec`.
 """
 
 from __future__ import annotations
 
 import _socket
-import json
 import time
 
+from . import codec
 from .errors import INTERNAL, AgentUnreachable, CNIError
 
 TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
@@ -35,7 +35,7 @@ class Response:
 
 def build_request(method: str, path: str, body: Any = None) -> bytes:
     """The request bytes; pure so that tests can see exactly what is sent."""
-    payload = b"" if body is None else json.dumps(body).encode()
+    payload = b"" if body is None else codec.dumps(body).encode()
     head = [f"{method} {path} HTTP/1.1", "Host: cilium-py", "Connection: close",
             "Accept: application/json", "User-Agent: cilium-py-cni"]
     if body is not None:
@@ -88,7 +88,7 @@ def parse_response(raw: bytes) -> Response:
     if status in (204, 304) or not body.strip():
         return Response(status, None)
     try:
-        return Response(status, json.loads(body))
+        return Response(status, codec.loads(body))
     except ValueError:
         # A proxy or crash page rather than the API: keep the text for the error.
         return Response(status, {"error": body[:200].decode("utf-8", "replace")})

@@ -7,9 +7,7 @@ refuse code 2. Nothing here talks to the agent, so every rule is unit-testable.
 
 from __future__ import annotations
 
-import json
-
-from . import version
+from . import codec, version
 from .errors import (
     DECODING_FAILURE,
     INVALID_ENV,
@@ -132,7 +130,7 @@ class NetConf:
 def peek_version(data: bytes) -> str:
     """Best-effort ``cniVersion`` of stdin, used only to word an error in the right version."""
     try:
-        doc = json.loads(data)
+        doc = codec.loads(data)
         v = doc.get("cniVersion") if isinstance(doc, dict) else None
         return v if v in version.SUPPORTED else version.LATEST
     except ValueError:
@@ -142,7 +140,7 @@ def peek_version(data: bytes) -> str:
 def decode(data: bytes) -> dict[str, Any]:
     """stdin -> dict; anything that is not a JSON object is the spec's code 6."""
     try:
-        doc = json.loads(data)
+        doc = codec.loads(data)
     except ValueError as exc:
         raise CNIError(DECODING_FAILURE, "cannot decode network config from stdin",
                        str(exc)) from None

@@ -8,10 +8,11 @@ for warnings and errors, to stderr, which runtimes keep in their own logs. The
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from . import codec
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -65,7 +66,7 @@ class Log:
                   "level": level, "logger": "cni", "pid": os.getpid(), "msg": msg,
                   **self.context, **fields}
         # One write() of a whole line with O_APPEND: concurrent execs do not interleave.
-        os.write(fd, (json.dumps(record, default=str) + "\n").encode())
+        os.write(fd, (codec.dumps(record, default=str) + "\n").encode())
 
     def debug(self, msg: str, **fields: object) -> None:
         self.log("debug", msg, **fields)

@@ -8,12 +8,11 @@ runtime through the single ``except CNIError`` below; anything unexpected become
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-from . import version
+from . import codec, version
 from .errors import INTERNAL, CNIError
 from .invocation import DEFAULT_LOG_FILE, decode, parse_netconf, peek_version, read_environment
 from .log import Log
@@ -28,7 +27,7 @@ LOG_ENV = "CILIUM_PY_CNI_LOG"
 
 
 def _emit(out: TextIO, doc: dict[str, Any]) -> None:
-    out.write(json.dumps(doc) + "\n")
+    out.write(codec.dumps(doc) + "\n")
     out.flush()
 
 

@@ -8,10 +8,10 @@ nsenter. Imported lazily by the CHECK command: ADD and DEL never pay for subproc
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
+from . import codec
 from .errors import INVALID_ENV, IO_FAILURE, CNIError
 
 TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
@@ -30,7 +30,7 @@ def _parse_json_list(text: str) -> list[dict[str, Any]]:
     text = text.strip()
     if not text:
         return []
-    doc = json.loads(text)
+    doc = codec.loads(text)
     return doc if isinstance(doc, list) else []
 
 

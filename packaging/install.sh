@@ -91,8 +91,9 @@ make_venv() {
     for tool in cilium-py-agent cilium-py cilium-py-cni cilium-py-docker; do
         [ -x "$VENV/bin/$tool" ] && ln -sfn "$VENV/bin/$tool" "/usr/local/bin/$tool"
     done
-    mkdir -p /opt/cni/bin
-    ln -sfn "$VENV/bin/cilium-py-cni" /opt/cni/bin/cilium-py-cni
+    # A small launcher (starts in ~9 ms, not a console script's ~19 ms) and the conflist.
+    "$VENV/bin/python" -m cilium_py.cni.install --plugins-dir /opt/cni/bin \
+        --config-dir /etc/cni/net.d
 }
 
 deps() {

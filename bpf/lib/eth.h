@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
-/* Ethernet: read the header, compare MAC addresses, rewrite them for delivery. */
+/* Ethernet: read the header, compare MAC addresses. */
 #ifndef CPY_ETH_H
 #define CPY_ETH_H
 
+#include "lib/access.h"
 #include "lib/common.h"
 
 struct eth_hdr {
@@ -30,30 +31,15 @@ static __always_inline void mac_copy(__u8 *dst, const __u8 *src)
 /* Fill the MACs and ethertype of @pkt; -1 when the frame is too short. */
 static __always_inline int eth_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
-	struct eth_hdr eth;
+	struct eth_hdr buf;
+	const struct eth_hdr *eth = pkt_ptr(skb, 0, sizeof(buf), &buf);
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+	if (!eth)
 		return -1;
-	mac_copy(pkt->dmac, eth.dst);
-	mac_copy(pkt->smac, eth.src);
-	pkt->eth_proto = cpy_ntohs(eth.proto);
+	mac_copy(pkt->dmac, eth->dst);
+	mac_copy(pkt->smac, eth->src);
+	pkt->eth_proto = cpy_ntohs(eth->proto);
 	return 0;
-}
-
-/*
- * Make the frame look as if the node routed it to the destination container:
- * source = the destination's host-side veth (its gateway), destination = the
- * container's own MAC.
- */
-static __always_inline int eth_rewrite(struct __sk_buff *skb, const __u8 *src,
-				       const __u8 *dst)
-{
-	struct eth_hdr eth;
-
-	mac_copy(eth.dst, dst);
-	mac_copy(eth.src, src);
-	/* Only the 12 address bytes: the ethertype is left as it is. */
-	return bpf_skb_store_bytes(skb, 0, &eth, 12, 0);
 }
 
 #endif /* CPY_ETH_H */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
-/* IPv4: parse the header into pkt_info, decrement the TTL with checksum fix. */
+/* IPv4: parse the header into pkt_info. */
 #ifndef CPY_IPV4_H
 #define CPY_IPV4_H
 
+#include "lib/access.h"
 #include "lib/common.h"
 
 struct ipv4_hdr {
@@ -18,46 +19,26 @@ struct ipv4_hdr {
 	__be32 daddr;
 };
 
-#define IPV4_TTL_OFF (ETH_HLEN_ + 8)
-#define IPV4_CSUM_OFF (ETH_HLEN_ + 10)
 #define IPV4_MF_OFFSET_MASK 0x3fff	/* "more fragments" flag and offset */
 
 static __always_inline int ipv4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
-	struct ipv4_hdr ip;
+	struct ipv4_hdr buf;
+	const struct ipv4_hdr *ip = pkt_ptr(skb, ETH_HLEN_, sizeof(buf), &buf);
 	__u32 ihl;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN_, &ip, sizeof(ip)) < 0)
+	if (!ip || (ip->ver_ihl >> 4) != 4)
 		return -1;
-	if ((ip.ver_ihl >> 4) != 4)
-		return -1;
-	ihl = (ip.ver_ihl & 0x0f) * 4;
-	if (ihl < sizeof(ip))
+	ihl = (ip->ver_ihl & 0x0f) * 4;
+	if (ihl < sizeof(buf))
 		return -1;
 	pkt->family = CPY_AF_INET;
-	*(__u32 *)pkt->saddr = ip.saddr;
-	*(__u32 *)pkt->daddr = ip.daddr;
-	pkt->proto = ip.protocol;
-	pkt->ttl = ip.ttl;
-	pkt->is_fragment = (cpy_ntohs(ip.frag_off) & IPV4_MF_OFFSET_MASK) != 0;
+	*(__u32 *)pkt->saddr = ip->saddr;
+	*(__u32 *)pkt->daddr = ip->daddr;
+	pkt->proto = ip->protocol;
+	pkt->ttl = ip->ttl;
+	pkt->is_fragment = (cpy_ntohs(ip->frag_off) & IPV4_MF_OFFSET_MASK) != 0;
 	pkt->l4_off = ETH_HLEN_ + ihl;
-	return 0;
-}
-
-/* Forwarding decrements the TTL; the header checksum is patched incrementally. */
-static __always_inline int ipv4_dec_ttl(struct __sk_buff *skb)
-{
-	__u16 old_word, new_word;
-
-	/* TTL and protocol share one 16-bit word of the checksum. */
-	if (bpf_skb_load_bytes(skb, IPV4_TTL_OFF, &old_word, sizeof(old_word)) < 0)
-		return -1;
-	new_word = old_word;
-	((__u8 *)&new_word)[0] -= 1;
-	if (bpf_l3_csum_replace(skb, IPV4_CSUM_OFF, old_word, new_word, sizeof(new_word)) < 0)
-		return -1;
-	if (bpf_skb_store_bytes(skb, IPV4_TTL_OFF, &new_word, sizeof(new_word), 0) < 0)
-		return -1;
 	return 0;
 }
 

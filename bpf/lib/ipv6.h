@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
-/* IPv6: parse the header and extension headers, decrement the hop limit. */
+/* IPv6: parse the header and extension headers. */
 #ifndef CPY_IPV6_H
 #define CPY_IPV6_H
 
+#include "lib/access.h"
 #include "lib/common.h"
 
 struct ipv6_hdr {
@@ -14,7 +15,6 @@ struct ipv6_hdr {
 	__u8 daddr[16];
 };
 
-#define IPV6_HOPLIMIT_OFF (ETH_HLEN_ + 7)
 #define IPV6_MAX_EXTHDRS 4
 
 #define NEXTHDR_HOP 0
@@ -51,20 +51,19 @@ static __always_inline int ipv6_is_unspecified(const __u8 *a)
  */
 static __always_inline int ipv6_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
-	struct ipv6_hdr ip6;
-	__u32 off = ETH_HLEN_ + sizeof(ip6);
+	struct ipv6_hdr buf;
+	const struct ipv6_hdr *ip6 = pkt_ptr(skb, ETH_HLEN_, sizeof(buf), &buf);
+	__u32 off = ETH_HLEN_ + sizeof(buf);
 	__u8 nh;
 	int i, found = 0;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN_, &ip6, sizeof(ip6)) < 0)
-		return -1;
-	if ((((__u8 *)&ip6.vtc_flow)[0] >> 4) != 6)
+	if (!ip6 || (((const __u8 *)&ip6->vtc_flow)[0] >> 4) != 6)
 		return -1;
 	pkt->family = CPY_AF_INET6;
-	addr6_copy(pkt->saddr, ip6.saddr);
-	addr6_copy(pkt->daddr, ip6.daddr);
-	pkt->ttl = ip6.hop_limit;
-	nh = ip6.nexthdr;
+	addr6_copy(pkt->saddr, ip6->saddr);
+	addr6_copy(pkt->daddr, ip6->daddr);
+	pkt->ttl = ip6->hop_limit;
+	nh = ip6->nexthdr;
 
 #pragma unroll
 	for (i = 0; i < IPV6_MAX_EXTHDRS; i++) {
@@ -99,14 +98,6 @@ static __always_inline int ipv6_load(struct __sk_buff *skb, struct pkt_info *pkt
 	pkt->proto = nh;
 	pkt->l4_off = off;
 	return 0;
-}
-
-/* Hop limit is not covered by any checksum: a plain store is enough. */
-static __always_inline int ipv6_dec_hoplimit(struct __sk_buff *skb, __u8 hop_limit)
-{
-	__u8 new_hl = hop_limit - 1;
-
-	return bpf_skb_store_bytes(skb, IPV6_HOPLIMIT_OFF, &new_hl, sizeof(new_hl), 0) < 0 ? -1 : 0;
 }
 
 #endif /* CPY_IPV6_H */

@@ -3,6 +3,7 @@
 #ifndef CPY_L4_H
 #define CPY_L4_H
 
+#include "lib/access.h"
 #include "lib/common.h"
 
 #ifndef IPPROTO_ICMPV6
@@ -48,34 +49,39 @@ static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 		return 0;
 
 	if (pkt->proto == IPPROTO_TCP) {
-		struct tcp_ports_flags tcp;
+		struct tcp_ports_flags buf;
+		const struct tcp_ports_flags *tcp = pkt_ptr(skb, pkt->l4_off, sizeof(buf), &buf);
 
-		if (bpf_skb_load_bytes(skb, pkt->l4_off, &tcp, sizeof(tcp)) < 0)
+		if (!tcp)
 			return -1;
-		pkt->sport = tcp.sport;
-		pkt->dport = tcp.dport;
-		pkt->tcp_flags = tcp.flags;
+		pkt->sport = tcp->sport;
+		pkt->dport = tcp->dport;
+		pkt->tcp_flags = tcp->flags;
 	} else if (pkt->proto == IPPROTO_UDP) {
-		__be16 ports[2];
+		__be16 buf[2];
+		const __be16 *ports = pkt_ptr(skb, pkt->l4_off, sizeof(buf), buf);
 
-		if (bpf_skb_load_bytes(skb, pkt->l4_off, ports, sizeof(ports)) < 0)
+		if (!ports)
 			return -1;
 		pkt->sport = ports[0];
 		pkt->dport = ports[1];
 	} else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
-		struct icmp_echo_hdr icmp;
+		struct icmp_echo_hdr buf;
+		const struct icmp_echo_hdr *icmp = pkt_ptr(skb, pkt->l4_off, sizeof(buf), &buf);
+		__u8 type;
 
-		if (bpf_skb_load_bytes(skb, pkt->l4_off, &icmp, sizeof(icmp)) < 0)
+		if (!icmp)
 			return -1;
-		pkt->icmp_type = icmp.type;
-		if (icmp.type == ICMP_ECHO_ && pkt->proto == IPPROTO_ICMP)
-			pkt->sport = icmp.id;
-		else if (icmp.type == ICMP_ECHOREPLY_ && pkt->proto == IPPROTO_ICMP)
-			pkt->dport = icmp.id;
-		else if (icmp.type == ICMP6_ECHO_REQUEST_ && pkt->proto == IPPROTO_ICMPV6)
-			pkt->sport = icmp.id;
-		else if (icmp.type == ICMP6_ECHO_REPLY_ && pkt->proto == IPPROTO_ICMPV6)
-			pkt->dport = icmp.id;
+		type = icmp->type;
+		pkt->icmp_type = type;
+		if (type == ICMP_ECHO_ && pkt->proto == IPPROTO_ICMP)
+			pkt->sport = icmp->id;
+		else if (type == ICMP_ECHOREPLY_ && pkt->proto == IPPROTO_ICMP)
+			pkt->dport = icmp->id;
+		else if (type == ICMP6_ECHO_REQUEST_ && pkt->proto == IPPROTO_ICMPV6)
+			pkt->sport = icmp->id;
+		else if (type == ICMP6_ECHO_REPLY_ && pkt->proto == IPPROTO_ICMPV6)
+			pkt->dport = icmp->id;
 	}
 	return 0;
 }

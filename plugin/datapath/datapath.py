@@ -11,13 +11,18 @@ Lifecycle::
     dp.drop_counters()          # {"invalid-source-mac": n, ...} for every reason
     dp.metrics()                # forwarding counters (local delivery vs host stack)
     dp.flush_orphans(keep)      # drop entries of host veths no endpoint owns any more
+    dp.set_policy(ep, resolved) # write the diff of the endpoint's policy entries + flags
+    dp.policy_entries(ep)       # rows for `cilium-py bpf policy get`
+    dp.set_ipcache({prefix: identity})  # full desired ipcache; writes the diff
+    dp.ipcache_entries()        # rows for `cilium-py bpf ipcache list`
     dp.subscribe_drops(cb)      # cb(dict) on a reader thread, one call per dropped packet
     dp.close()                  # release fds; programs stay attached, maps stay pinned
     dp.purge()                  # close + unpin every map (full teardown, tests)
 
 What outlives the agent: the programs attached to the host veths (tc holds
 them) and the pinned maps under ``bpf_root`` (cpy_lxc, cpy_ep_cfg, cpy_ct4,
-cpy_ct6, cpy_metrics, cpy_drops). Traffic keeps flowing while no agent runs.
+cpy_ct6, cpy_metrics, cpy_drops, cpy_ipcache, cpy_policy). Traffic keeps
+flowing, and policy stays enforced, while no agent runs.
 After a restart, ``start()`` compiles again and bcc reuses the pins; the agent
 then calls ``attach_endpoint`` for every endpoint it restores, which rewrites
 the same entries and atomically replaces each filter with the new program.
@@ -53,6 +58,7 @@ from .maps import (
     CT4,
     CT6,
     CT_EGRESS,
+    CT_F_LOCAL,
     CT_F_RESET,
     CT_F_RX_CLOSING,
     CT_F_SEEN_REPLY,
@@ -62,8 +68,11 @@ from .maps import (
     EP_CFG,
     EP_F_HAS_IPV4,
     EP_F_HAS_IPV6,
+    EP_POLICY_FLAGS_MASK,
+    IPCACHE,
     LXC,
     METRICS,
+    POLICY,
     CtKey4,
     CtKey6,
     DropReason,
@@ -80,6 +89,8 @@ from .maps import (
     mac_str,
     ntohs,
 )
+from .policy import flags_dict, resolved_entries, resolved_flags
+from .tables import IpcacheTable, PolicyTable
 
 log = logging.getLogger("cilium_py.datapath")
 
@@ -91,6 +102,7 @@ _CT_FLAG_NAMES = (
     (CT_F_RX_CLOSING, "rx-closing"),
     (CT_F_SEEN_REPLY, "seen-reply"),
     (CT_F_RESET, "reset"),
+    (CT_F_LOCAL, "local"),
 )
 
 
@@ -190,6 +202,11 @@ class Datapath:
         self._loaded: LoadedPrograms | None = None
         self._events: DropEventReader | None = None
         self._maps: dict[str, PinnedMap[Any, Any]] = {}
+        self._policy: PolicyTable | None = None
+        self._ipcache: IpcacheTable | None = None
+        # Policy part of each endpoint's flags word, by endpoint id: survives a
+        # re-attach, which rewrites the endpoint's config entries.
+        self._policy_flags: dict[int, int] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -274,6 +291,8 @@ class Datapath:
         for m in self._maps.values():
             m.close()
         self._maps.clear()
+        self._policy = None
+        self._ipcache = None
 
     # -- endpoints ------------------------------------------------------------
 
@@ -317,6 +336,8 @@ class Datapath:
                     for direction in ("ingress", "egress"):
                         attach.detach_program(ipr, info.ifindex, direction)
             self._remove_entries(info)
+            self._policy_table().remove(info.endpoint_id)
+            self._policy_flags.pop(info.endpoint_id, None)
             self.flush_ct(info.addresses())
 
     def attachment(self, ifindex: int) -> dict[str, int | None]:
@@ -340,6 +361,7 @@ class Datapath:
         except ValueError as exc:
             raise DatapathError(f"endpoint {info.endpoint_id}: {exc}") from exc
         flags = (EP_F_HAS_IPV4 if v4 else 0) | (EP_F_HAS_IPV6 if v6 else 0)
+        flags |= self._policy_flags_for(info)
         cfg = EpConfig(ep_id=info.endpoint_id, identity=info.identity, flags=flags)
         if v4:
             ctypes.memmove(cfg.ipv4, v4.packed, 4)
@@ -356,6 +378,16 @@ class Datapath:
             ctypes.memmove(value.node_mac, host_mac, 6)
             entries.append((endpoint_key(addr), value))
         return cfg, entries
+
+    def _policy_flags_for(self, info: EndpointDatapathInfo) -> int:
+        """The policy flags to attach with: the last ``set_policy``'s, else what a
+        previous agent left in the endpoint's config (restart), else none."""
+        if info.endpoint_id in self._policy_flags:
+            return self._policy_flags[info.endpoint_id]
+        current = self._map(EP_CFG).lookup(ctypes.c_uint32(info.ifindex))
+        if current is not None and current.ep_id == info.endpoint_id:
+            return int(current.flags) & EP_POLICY_FLAGS_MASK
+        return 0
 
     def _drop_stale_lxc(self, info: EndpointDatapathInfo) -> None:
         """Re-attach with other addresses: forget the ones this veth no longer has."""
@@ -391,6 +423,11 @@ class Datapath:
             for key in list(cfg.keys()):
                 if key.value not in keep_ifindexes:
                     removed += cfg.delete(key)
+            live = {int(v.ep_id) for _, v in cfg.items()}
+            table = self._policy_table()
+            for ep_id in table.endpoint_ids() - live:
+                removed += table.remove(ep_id)
+                self._policy_flags.pop(ep_id, None)
         return removed
 
     def endpoint_entries(self) -> list[dict[str, Any]]:
@@ -425,8 +462,108 @@ class Datapath:
                     "ipv6_link_local": addr_str(v.ipv6_ll, AF_INET6),
                     "mac": mac_str(v.mac),
                     "host_mac": mac_str(v.node_mac),
+                    "policy": flags_dict(int(v.flags)),
                 }
             return out
+
+    # -- policy and ipcache ---------------------------------------------------
+
+    def _policy_table(self) -> PolicyTable:
+        if self._policy is None:
+            self._policy = PolicyTable(self._map(POLICY))
+        return self._policy
+
+    def _ipcache_table(self) -> IpcacheTable:
+        if self._ipcache is None:
+            self._ipcache = IpcacheTable(self._map(IPCACHE))
+        return self._ipcache
+
+    def set_policy(self, ep: Any, resolved: Any) -> dict[str, Any]:
+        """Enforce ``resolved`` (a ``ResolvedPolicy``) for endpoint ``ep``.
+
+        Writes exactly the entries that differ from what the map holds for the
+        endpoint (one map update per changed entry, never a compile) and the
+        endpoint's flags word (enforced directions, key shapes in use). Works
+        before the endpoint is attached too: the flags are then applied by
+        ``attach_endpoint``. Returns counts: added, changed, removed, flags_changed.
+        """
+        info = EndpointDatapathInfo.from_endpoint(ep)
+        try:
+            entries = resolved_entries(resolved)
+        except (KeyError, ValueError) as exc:
+            raise DatapathError(f"endpoint {info.endpoint_id}: bad policy entry: {exc}") from exc
+        flags = resolved_flags(resolved, entries)
+        changed_flags: list[bool] = []
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            result: dict[str, Any] = self._policy_table().sync(
+                info.endpoint_id, entries,
+                between=lambda: changed_flags.append(self._write_policy_flags(info, flags)),
+            )
+        result["flags_changed"] = bool(changed_flags and changed_flags[0])
+        return result
+
+    def _write_policy_flags(self, info: EndpointDatapathInfo, flags: int) -> bool:
+        """Put ``flags`` into the endpoint's config and address entries; True when
+        any map entry changed."""
+        self._policy_flags[info.endpoint_id] = flags
+        changed = False
+        cfg_map, lxc = self._map(EP_CFG), self._map(LXC)
+        key = ctypes.c_uint32(info.ifindex)
+        cfg = cfg_map.lookup(key) if info.ifindex > 0 else None
+        if cfg is not None and cfg.ep_id == info.endpoint_id:
+            new = (int(cfg.flags) & ~EP_POLICY_FLAGS_MASK) | flags
+            if new != cfg.flags:
+                cfg.flags = new
+                cfg_map.update(key, cfg)
+                changed = True
+        for addr in info.addresses():
+            lkey = endpoint_key(addr)
+            value = lxc.lookup(lkey)
+            if value is None or value.ifindex != info.ifindex:
+                continue
+            new = (int(value.flags) & ~EP_POLICY_FLAGS_MASK) | flags
+            if new != value.flags:
+                value.flags = new
+                lxc.update(lkey, value)
+                changed = True
+        return changed
+
+    def policy_entries(self, ep: Any) -> list[dict[str, Any]]:
+        """The endpoint's policy entries as the kernel holds them, sorted:
+        {direction, identity, port, protocol, action, proxy_port}."""
+        info = EndpointDatapathInfo.from_endpoint(ep)
+        with self._lock:
+            return [e.to_dict() for e in self._policy_table().read(info.endpoint_id)]
+
+    def policy_map_endpoints(self) -> dict[int, int]:
+        """Entries per endpoint id as found by walking the kernel's cpy_policy
+        (not the writer's cache): for checks and debugging."""
+        counts: dict[int, int] = {}
+        with self._lock:
+            for key in self._map(POLICY).keys():
+                counts[int(key.ep_id)] = counts.get(int(key.ep_id), 0) + 1
+        return counts
+
+    def policy_writes(self) -> dict[str, int]:
+        """Map operations issued on cpy_policy and cpy_ipcache since start()."""
+        with self._lock:
+            policy, ipcache = self._policy_table(), self._ipcache_table()
+            return {"policy_updates": policy.updates, "policy_deletes": policy.deletes,
+                    "ipcache_updates": ipcache.updates, "ipcache_deletes": ipcache.deletes}
+
+    def set_ipcache(self, mapping: dict[str, int]) -> dict[str, int]:
+        """Make the ipcache hold exactly ``mapping`` (address or prefix -> identity):
+        one map update per new or changed entry, one delete per entry no longer
+        wanted. Returns counts: added, changed, removed."""
+        with self._lock:
+            return self._ipcache_table().sync(mapping)
+
+    def ipcache_entries(self) -> list[dict[str, Any]]:
+        """Every ipcache entry as {prefix, identity}."""
+        with self._lock:
+            return self._ipcache_table().rows()
 
     # -- conntrack ------------------------------------------------------------
 

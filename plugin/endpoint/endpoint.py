@@ -13,6 +13,7 @@ from .model import EndpointSchema
 class Endpoint:
     id: str
     netns: str | None
+    netns_id: str = ""  # "dev:inode" of the namespace, whatever path named it
     interface_name: str = "eth0"
     container_id: str = ""
     container_name: str = ""

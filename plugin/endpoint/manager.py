@@ -9,6 +9,7 @@ midway finds the half-made endpoint on restart and finishes or removes it.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -31,6 +32,11 @@ KEY_PREFIX = "cilium-py/endpoints/"
 # IPAM owners of addresses held before their endpoint exists (libnetwork's IPAM driver
 # asks for an address first); an endpoint that requests such an address adopts it.
 RESERVATION_PREFIX = "reservation/"
+
+
+def _netns_id(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 class Datapath(Protocol):
@@ -150,14 +156,30 @@ class EndpointManager:
 
     def _attach(self, ep_id: str, req: dict[str, Any], labels: LabelSet) -> Endpoint:
         docker = bool(req.get("docker"))
-        if not docker and not plumbing.netns_alive(req["netns"]):
-            raise InvalidInput(
-                f"network namespace {req['netns']} does not exist or is not a network namespace",
-                {"netns": req["netns"]},
-            )
+        netns_id = ""
+        if not docker:
+            if not plumbing.netns_alive(req["netns"]):
+                raise InvalidInput(
+                    f"network namespace {req['netns']} does not exist or is not a network "
+                    "namespace",
+                    {"netns": req["netns"]},
+                )
+            netns_id = _netns_id(req["netns"])
+            with self._cache_lock:
+                other = next((e for e in self._cache.values()
+                              if e.netns_id == netns_id and e.id != ep_id), None)
+            if other is not None:
+                # Both interfaces would share one pool and gateway: the second default
+                # route and its source-validated traffic cannot work. Say so up front.
+                raise Conflict(
+                    f"network namespace {req['netns']} already has a cilium-py interface "
+                    f"({other.interface_name}, endpoint {other.id}); a container gets one",
+                    {"netns": req["netns"]},
+                )
         ep = Endpoint(
             id=ep_id,
             netns=req.get("netns"),
+            netns_id=netns_id,
             docker=docker,
             interface_name=req["interface_name"],
             container_id=req.get("container_id", ""),

@@ -90,6 +90,26 @@ def p50_p99(values: list[float]) -> str:
     return f"{percentile(values, 50):6.1f} / {percentile(values, 99):6.1f}"
 
 
+def print_chains(results: dict[str, dict[str, list[float]]], rounds: int) -> None:
+    ref = results["reference bridge + host-local"]
+    print(f"\nCNI through libcni (spec 1.0.0), {rounds} rounds after a warm-up, p50 / p99 ms")
+    print(f"{'plugin chain':34} {'ADD':>15} {'CHECK':>15} {'DEL':>15}")
+    for label, t in results.items():
+        print(f"{label:34} {p50_p99(t['add']):>15} {p50_p99(t['check']):>15} "
+              f"{p50_p99(t['del']):>15}")
+    print("\nratio to the reference, median of per-round ratios [min-max]")
+    for label, t in results.items():
+        if t is ref:
+            continue
+        cells = []
+        for verb in ("add", "check", "del"):
+            ratios = [a / b for a, b in zip(t[verb], ref[verb], strict=True) if b > 0]
+            goal = f" (goal <= {GOALS[verb]}x)" if verb in GOALS else ""
+            cells.append(f"{verb.upper()} {statistics.median(ratios):.2f}x "
+                         f"[{min(ratios):.2f}-{max(ratios):.2f}]{goal}")
+        print(f"  {label:32} " + "; ".join(cells), flush=True)
+
+
 def main() -> None:
     require_root()
     parser = argparse.ArgumentParser()
@@ -108,6 +128,7 @@ def main() -> None:
             lists = conflists(work, agent.socket)
             cni_path = f"{plugins_dir}:{REFERENCE_PLUGINS}"
             results = run_bench(driver, node, lists, nses, work, cni_path, args.rounds)
+        print_chains(results, args.rounds)
         # Debian's interpreter, as the launcher uses it (the venv's would add site work).
         bare = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
         times = startup({
@@ -119,25 +140,6 @@ def main() -> None:
         }, args.startup_runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    ref = results["reference bridge + host-local"]
-    print(f"\nCNI through libcni (spec 1.0.0), {args.rounds} rounds after a warm-up, "
-          "p50 / p99 ms")
-    print(f"{'plugin chain':34} {'ADD':>15} {'CHECK':>15} {'DEL':>15}")
-    for label, t in results.items():
-        print(f"{label:34} {p50_p99(t['add']):>15} {p50_p99(t['check']):>15} "
-              f"{p50_p99(t['del']):>15}")
-    print("\nratio to the reference, median of per-round ratios [min-max]")
-    for label, t in results.items():
-        if t is ref:
-            continue
-        cells = []
-        for verb in ("add", "check", "del"):
-            ratios = [a / b for a, b in zip(t[verb], ref[verb], strict=True) if b > 0]
-            goal = f" (goal <= {GOALS[verb]}x)" if verb in GOALS else ""
-            cells.append(f"{verb.upper()} {statistics.median(ratios):.2f}x "
-                         f"[{min(ratios):.2f}-{max(ratios):.2f}]{goal}")
-        print(f"  {label:32} " + "; ".join(cells))
     print(f"\nstart-up: one VERSION exec, {args.startup_runs} runs, median [p99] ms")
     for label, t in times.items():
         print(f"  {label:38} {statistics.median(t):6.1f} [{percentile(t, 99):.1f}]")

@@ -145,18 +145,19 @@ def test_tcp_transfer_between_endpoints(node: Node, family: str) -> None:
     assert ack == b"OK %d" % len(payload)
     assert node.forwarded() == fwd_before
 
-    # Both sides of the local delivery are tracked, and the replies were seen.
+    # Direct delivery keeps one entry for both sides ("local"), which saw the
+    # data, the replies and both FINs.
     flows = [r for r in node.call("ct_entries")
              if r["protocol"] == "tcp" and r["dport"] == port and r["src"] == src]
-    by_dir = {r["direction"]: r for r in flows}
-    assert set(by_dir) == {"egress", "ingress"}, flows
-    for row in by_dir.values():
-        assert row["dst"] == dst
-        assert "seen-reply" in row["flags"]
-        assert {"tx-closing", "rx-closing"} <= set(row["flags"])
-        assert row["tx_bytes"] > len(payload)
-        assert row["rx_packets"] > 0
-        assert row["expires_in"] > 0
+    assert len(flows) == 1, flows
+    row = flows[0]
+    assert row["direction"] == "egress"
+    assert row["dst"] == dst
+    assert {"local", "seen-reply", "tx-closing", "rx-closing"} <= set(row["flags"])
+    assert row["tx_bytes"] > len(payload)
+    assert row["rx_packets"] > 0
+    assert row["expires_in"] > 0
+    assert row["src_identity"] == node.ep1.identity
 
 
 def test_endpoint_reaches_gateway_through_host_stack(node: Node) -> None:
@@ -223,8 +224,8 @@ def test_forged_source_mac_is_dropped_valid_frame_delivered(node: Node) -> None:
     assert ev is not None
     assert (ev["src"], ev["dst"], ev["sport"], ev["dport"]) == (ep1.ipv4, ep2.ipv4, 1234, 9998)
     udp = [r for r in node.call("ct_entries") if r["protocol"] == "udp" and r["dport"] == 9998]
-    assert {r["direction"] for r in udp} == {"egress", "ingress"}
-    assert all(r["sport"] == 1234 and r["src"] == ep1.ipv4 for r in udp)
+    assert [(r["direction"], r["sport"], r["src"]) for r in udp] == [("egress", 1234, ep1.ipv4)]
+    assert "local" in udp[0]["flags"]
 
 
 def test_arp_spoofing_is_dropped(node: Node) -> None:

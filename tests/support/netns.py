@@ -23,10 +23,13 @@ Pieces:
   datapath and policy tests can build a node by hand.
 * ``datapath_start`` / ``datapath_call`` / ``drop_events``: run a
   ``cilium_py.datapath.Datapath`` inside a worker in the node namespace.
+* ``add_outside``: a namespace behind the node's uplink, for world and CIDR
+  peers.
 * Traffic, meant to run inside a worker (``ping``, ``udp_send``,
   ``udp_listen_*``, ``tcp_sink_*``, ``tcp_send``, ``tcp_stream_*``,
-  ``send_raw_frame`` with ``ipv4_udp_frame``/``arp_frame``) and counters
-  (``read_snmp``, ``read_snmp6``); no ping/nc binaries needed.
+  ``send_raw_frame`` with ``ipv4_udp_frame``/``arp_frame``; ``serve_start``
+  with ``tcp_ok``/``udp_ok``/``udp_refused`` for pass/deny checks) and
+  counters (``read_snmp``, ``read_snmp6``); no ping/nc binaries needed.
 """
 
 from __future__ import annotations
@@ -384,6 +387,36 @@ def add_endpoint(
     )
 
 
+def add_outside(node_ns: str, outside_ns: str, *, uplink: str = "cpy_up",
+                node4: str = "198.51.100.1", node6: str = "2001:db8:1::1",
+                addresses: tuple[str, ...] = ("198.51.100.2", "2001:db8:1::2"),
+                extra: tuple[str, ...] = ()) -> None:
+    """Hosts "outside" the node: ``outside_ns`` on a veth from the node's ``uplink``.
+
+    The node holds ``node4``/``node6`` on the uplink (/24 and /64 routes) and routes
+    the ``extra`` addresses (other prefixes, e.g. 203.0.113.2, as /32 and /128) to the
+    outside too; the outside namespace has ``addresses`` and ``extra`` and a default
+    route back through the node. Forwarding is on in the node only.
+    """
+    add_veth(node_ns, uplink, outside_ns, "eth0")
+    ip(node_ns, "addr", "add", f"{node4}/24", "dev", uplink)
+    ip(node_ns, "addr", "add", f"{node6}/64", "dev", uplink, "nodad")
+    for addr in addresses:
+        plen = 64 if ":" in addr else 24
+        ip(outside_ns, "addr", "add", f"{addr}/{plen}", "dev", "eth0", *(
+            ("nodad",) if ":" in addr else ()))
+    for addr in extra:
+        v6 = ":" in addr
+        ip(outside_ns, "addr", "add", f"{addr}/{128 if v6 else 32}", "dev", "eth0",
+           *(("nodad",) if v6 else ()))
+        ip(node_ns, "route", "add", f"{addr}/{128 if v6 else 32}", "via",
+           addresses[1] if v6 else addresses[0], "dev", uplink)
+    ip(outside_ns, "route", "add", "default", "via", node4, "dev", "eth0")
+    ip(outside_ns, "-6", "route", "add", "default", "via", node6, "dev", "eth0")
+    sysctl(node_ns, "net.ipv4.ip_forward", "1")
+    sysctl(node_ns, "net.ipv6.conf.all.forwarding", "1")
+
+
 # ---------------------------------------------------------------------------
 # Traffic, to be run inside a namespace (through a worker)
 # ---------------------------------------------------------------------------
@@ -431,6 +464,86 @@ def ping(dst: str, count: int = 3, timeout: float = 1.0, src: str | None = None)
                     replies += 1
                     break
     return replies
+
+
+def _family(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+
+
+def serve_start(tcp_ports: tuple[int, ...] = (80, 8080), udp_ports: tuple[int, ...] = (53,)
+                ) -> None:
+    """Serve on every address, v4 and v6, in the background until the worker ends:
+    TCP answers ``hi`` and closes, UDP echoes. Pairs with ``tcp_ok``/``udp_ok``."""
+    def accept(sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError), conn:
+                conn.sendall(b"hi")
+
+    def echo(sock: socket.socket) -> None:
+        while True:
+            try:
+                data, peer = sock.recvfrom(2048)
+                sock.sendto(data, peer)
+            except OSError:
+                return
+
+    for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for kind, ports, serve in ((socket.SOCK_STREAM, tcp_ports, accept),
+                                   (socket.SOCK_DGRAM, udp_ports, echo)):
+            for port in ports:
+                sock = socket.socket(family, kind)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((any_addr, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(64)
+                _STATE.setdefault("servers", []).append(sock)
+                threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+
+def tcp_ok(dst: str, port: int, timeout: float = 0.5, src: str | None = None) -> bool:
+    """Connect and read the ``serve_start`` greeting: True when the connection works."""
+    try:
+        with socket.create_connection((dst, port), timeout=timeout,
+                                      source_address=(src, 0) if src else None) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(2) == b"hi"
+    except OSError:
+        return False
+
+
+def udp_ok(dst: str, port: int = 53, timeout: float = 0.5, src: str | None = None) -> bool:
+    """One datagram to a ``serve_start`` echo: True when it comes back."""
+    with socket.socket(_family(dst), socket.SOCK_DGRAM) as sock:
+        if src:
+            sock.bind((src, 0))
+        sock.settimeout(timeout)
+        sock.sendto(b"ping", (dst, port))
+        try:
+            return sock.recvfrom(16)[0] == b"ping"
+        except OSError:
+            return False
+
+
+def udp_refused(dst: str, port: int, timeout: float = 0.5) -> bool:
+    """Send to a closed UDP port: True when the ICMP port unreachable came back
+    (a connected socket reports it as ECONNREFUSED)."""
+    with socket.socket(_family(dst), socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((dst, port))
+        sock.send(b"anyone?")
+        try:
+            sock.recv(16)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+        return False
 
 
 def udp_send(dst: str, port: int, payload: bytes, src: str | None = None) -> None:
@@ -656,6 +769,11 @@ def datapath_call(method: str, *args: Any, **kwargs: Any) -> Any:
 
 def drop_events() -> list[dict[str, Any]]:
     return list(_STATE.get("drop_events", []))
+
+
+def drop_events_clear() -> None:
+    """Forget the drop events seen so far (a test's own events are then easy to tell)."""
+    _STATE.get("drop_events", []).clear()
 
 
 def udp_listen_start(bind: str, port: int) -> None:

@@ -77,12 +77,14 @@ def test_labels_become_the_endpoint_identity(env):
     assert ep["identity"] >= 256
 
 
-def test_unlabelled_container_keeps_the_init_identity(env):
-    # Documented: a container with no labels at all has nothing to build an identity from.
+def test_unlabelled_container_leaves_the_init_identity(env):
+    # Labels known, none: the empty label set gets an identity of its own, so an
+    # unlabelled container is not stuck in the fail-closed init state.
     net = env.network("v4")
     ctr = env.run(net)
-    ep = env.endpoint(env.endpoint_id(ctr, net))
-    assert ep is not None and ep["identity"] == INIT_IDENTITY
+    ep = env.wait_identity(env.endpoint_id(ctr, net))
+    assert ep["identity"] != INIT_IDENTITY and ep["identity"] >= 256
+    assert ep["labels"] == []
 
 
 def test_fixed_ip_and_its_release(env):
