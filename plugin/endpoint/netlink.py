@@ -57,12 +57,13 @@ def ignore_missing(exc: NetlinkError) -> bool:
 
 
 def find_link(ipr: IPRoute, ifname: str) -> Any | None:
-    """The link message for ``ifname`` or None."""
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        return None
+    """The link message for ``ifname`` or None.
+
+    One RTM_GETLINK by name: the kernel looks the name up, so the cost does not grow
+    with the number of endpoints (``link_lookup`` would dump and parse every link).
+    """
     try:
-        return ipr.link("get", index=found[0])[0]
+        return ipr.link("get", ifname=ifname)[0]
     except NetlinkError as exc:
         if ignore_missing(exc):
             return None
