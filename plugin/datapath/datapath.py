@@ -37,19 +37,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
 import ipaddress
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from . import attach, bpfsys
+from .conntrack import ct_row
+from .endpoint import EndpointDatapathInfo, numeric_endpoint_id
 from .events import DropEventReader
 from .loader import DatapathError, DatapathOptions, LoadedPrograms, compile_and_load
 from .maps import (
@@ -57,12 +57,6 @@ from .maps import (
     AF_INET6,
     CT4,
     CT6,
-    CT_EGRESS,
-    CT_F_LOCAL,
-    CT_F_RESET,
-    CT_F_RX_CLOSING,
-    CT_F_SEEN_REPLY,
-    CT_F_TX_CLOSING,
     DROP_REASON_MAX,
     DROPS,
     EP_CFG,
@@ -73,8 +67,6 @@ from .maps import (
     LXC,
     METRICS,
     POLICY,
-    CtKey4,
-    CtKey6,
     DropReason,
     EndpointInfo,
     EndpointKey,
@@ -87,7 +79,6 @@ from .maps import (
     link_local_from_mac,
     mac_bytes,
     mac_str,
-    ntohs,
 )
 from .policy import flags_dict, resolved_entries, resolved_flags
 from .tables import IpcacheTable, PolicyTable
@@ -95,74 +86,6 @@ from .tables import IpcacheTable, PolicyTable
 log = logging.getLogger("cilium_py.datapath")
 
 __all__ = ["Datapath", "DatapathError", "EndpointDatapathInfo", "numeric_endpoint_id"]
-
-_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-_CT_FLAG_NAMES = (
-    (CT_F_TX_CLOSING, "tx-closing"),
-    (CT_F_RX_CLOSING, "rx-closing"),
-    (CT_F_SEEN_REPLY, "seen-reply"),
-    (CT_F_RESET, "reset"),
-    (CT_F_LOCAL, "local"),
-)
-
-
-def numeric_endpoint_id(value: int | str) -> int:
-    """The 32-bit endpoint id the datapath stores (events, entries).
-
-    An int (or a decimal string) is used as is; any other string id is mapped
-    to a stable number by hashing, so the same endpoint always gets the same id.
-    """
-    if isinstance(value, int):
-        if not 0 <= value < 2**32:
-            raise ValueError(f"endpoint id out of range: {value}")
-        return value
-    if value.isdigit() and int(value) < 2**32:
-        return int(value)
-    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "big") or 1
-
-
-@dataclass(frozen=True)
-class EndpointDatapathInfo:
-    """What the datapath needs about one endpoint.
-
-    ``ifindex``/``host_mac`` are the HOST side veth (in the node namespace),
-    ``mac`` is the container side. ``ipv6_link_local`` is the address the
-    container uses for neighbour discovery; by default the kernel's EUI-64
-    address derived from ``mac``.
-    """
-
-    ifindex: int
-    host_mac: str
-    mac: str
-    endpoint_id: int
-    identity: int = 0
-    ipv4: str | None = None
-    ipv6: str | None = None
-    ipv6_link_local: str | None = None
-
-    @classmethod
-    def from_endpoint(cls, ep: Any) -> EndpointDatapathInfo:
-        """Accept an ``EndpointDatapathInfo`` or any endpoint record with the same
-        attributes (``id`` instead of ``endpoint_id`` is mapped by
-        ``numeric_endpoint_id``)."""
-        if isinstance(ep, cls):
-            return ep
-        raw_id = getattr(ep, "endpoint_id", None)
-        if raw_id is None:
-            raw_id = ep.id
-        return cls(
-            ifindex=int(ep.ifindex),
-            host_mac=ep.host_mac,
-            mac=ep.mac,
-            endpoint_id=numeric_endpoint_id(raw_id),
-            identity=int(getattr(ep, "identity", 0) or 0),
-            ipv4=getattr(ep, "ipv4", None) or None,
-            ipv6=getattr(ep, "ipv6", None) or None,
-            ipv6_link_local=getattr(ep, "ipv6_link_local", None) or None,
-        )
-
-    def addresses(self) -> list[str]:
-        return [a for a in (self.ipv4, self.ipv6) if a]
 
 
 class Datapath:
@@ -574,7 +497,7 @@ class Datapath:
         with self._lock:
             for name, family in ((CT4, AF_INET), (CT6, AF_INET6)):
                 for key, e in self._map(name).items():
-                    rows.append(_ct_row(key, e, family, now))
+                    rows.append(ct_row(key, e, family, now))
         return rows
 
     def flush_ct(self, addresses: list[str] | None = None) -> int:
@@ -657,23 +580,3 @@ class Datapath:
         with self._lock:
             if self._events is not None:
                 self._events.unsubscribe(callback)
-
-
-def _ct_row(key: CtKey4 | CtKey6, e: Any, family: int, now: int) -> dict[str, Any]:
-    flags = [label for bit, label in _CT_FLAG_NAMES if e.flags & bit]
-    return {
-        "family": "ipv4" if family == AF_INET else "ipv6",
-        "protocol": _PROTO_NAMES.get(key.nexthdr, str(key.nexthdr)),
-        "src": addr_str(key.saddr, family),
-        "dst": addr_str(key.daddr, family),
-        "sport": ntohs(key.sport),
-        "dport": ntohs(key.dport),
-        "direction": "egress" if key.flags == CT_EGRESS else "ingress",
-        "expires_in": int(e.expires) - now,
-        "tx_packets": int(e.tx_packets),
-        "tx_bytes": int(e.tx_bytes),
-        "rx_packets": int(e.rx_packets),
-        "rx_bytes": int(e.rx_bytes),
-        "flags": flags,
-        "src_identity": int(e.src_identity),
-    }

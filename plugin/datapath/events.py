@@ -39,7 +39,16 @@ DIRECTIONS = {0: "from-container", 1: "to-container"}
 
 
 def decode_drop(ev: DropEvent, cpu: int | None = None) -> dict[str, Any]:
-    """A drop event as JSON-ready values (addresses as strings, ports in host order)."""
+    """A drop event as JSON-ready values (addresses as strings, ports in host order).
+
+    ``endpoint_id``/``ifindex`` name the endpoint the verdict is about and
+    ``direction`` which side of it: ``from-container`` (its egress) or
+    ``to-container`` (its ingress). For a policy drop on direct delivery between
+    two local endpoints that is the destination and ``to-container``, although the
+    sender's program dropped the packet. ``src_identity``/``dst_identity`` are the
+    sender's and the receiver's identities (0 where a drop came before they were
+    resolved).
+    """
     try:
         reason_name = DropReason(ev.reason).label
     except ValueError:

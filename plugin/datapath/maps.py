@@ -7,7 +7,10 @@ programs expect: the loader compares it with what is already pinned before it
 compiles, because bcc silently reuses a pin whatever its shape.
 
 Addresses and ports are stored as the packet carries them (network byte
-order); helpers here convert to and from Python values.
+order; so is a policy key's port), other numbers in host order; helpers here
+convert to and from Python values. ``cpy_policy`` and ``cpy_ipcache`` are only
+written through ``tables.py``, which keeps the "one update per changed entry"
+promise.
 """
 
 from __future__ import annotations

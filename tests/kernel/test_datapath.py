@@ -160,6 +160,17 @@ def test_tcp_transfer_between_endpoints(node: Node, family: str) -> None:
     assert row["src_identity"] == node.ep1.identity
 
 
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_direct_delivery_looks_routed(node: Node, family: str) -> None:
+    """The receiver sees what a router would hand it: TTL / hop limit one less."""
+    dst = getattr(node.ep2, family)
+    with tn.NetnsWorker(node.ep2.netns) as receiver:
+        receiver.call(tn.udp_ttl_listen_start, dst, 9997)
+        tn.run_in_netns(node.ep1.netns, tn.udp_send, dst, 9997, b"ttl")
+        got = receiver.call(tn.udp_ttl_listen_result, 9997)
+    assert got == [(b"ttl", 63)]
+
+
 def test_endpoint_reaches_gateway_through_host_stack(node: Node) -> None:
     to_stack = node.metric("from-endpoint-to-stack")
     to_ep = node.metric("to-endpoint-from-stack")

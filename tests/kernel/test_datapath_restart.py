@@ -3,8 +3,9 @@
 A TCP stream runs between two endpoints while the process that started the
 datapath is killed with SIGKILL and a new one compiles the programs again. The
 stream must not notice: the old programs stay attached, the pinned maps keep
-their state, the new compile reuses the very same maps, and re-attaching the
-endpoints swaps the programs in place.
+their state (policy and ipcache included), the new compile reuses the very
+same maps, and re-attaching the endpoints swaps the programs in place without
+dropping the endpoints' policy.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from cilium_py.labels import LabelSet
+from cilium_py.policy import (
+    Action,
+    Direction,
+    DirectionPolicy,
+    PolicyKey,
+    Protocol,
+    ResolvedPolicy,
+    Verdict,
+)
 from tests.support import netns as tn
 
 pytestmark = pytest.mark.kernel
@@ -42,6 +53,13 @@ def _stream_ct(rows: list[dict], src: str) -> dict:
     return found[0]
 
 
+def ingress_from(identity: int) -> ResolvedPolicy:
+    """Ingress enforced, allowing ``identity`` on every port; egress open."""
+    ingress = DirectionPolicy(Direction.INGRESS, True, {
+        PolicyKey(identity, 0, Protocol.ANY, Direction.INGRESS): Verdict(Action.ALLOW)})
+    return ResolvedPolicy(LabelSet(), ingress, DirectionPolicy(Direction.EGRESS, False, {}))
+
+
 def test_tcp_stream_survives_datapath_restart(topo: tn.NodeTopology) -> None:
     ep1, ep2 = topo.endpoints
     bpf_root = os.path.join(tn.BPFFS, tn.unique_name())
@@ -52,6 +70,9 @@ def test_tcp_stream_survives_datapath_restart(topo: tn.NodeTopology) -> None:
         started = first.call(tn.datapath_start, bpf_root, topo.endpoints, ct_size=4096,
                              endpoint_size=64, timeout=120)
         map_ids = first.call(tn.datapath_call, "map_ids")
+        ipcache = {f"{ep.ipv4}/32": ep.identity for ep in topo.endpoints}
+        first.call(tn.datapath_call, "set_ipcache", ipcache)
+        first.call(tn.datapath_call, "set_policy", ep2.datapath_info(), ingress_from(ep1.identity))
 
         sink = tn.NetnsWorker(ep2.netns)
         workers.append(sink)
@@ -86,6 +107,13 @@ def test_tcp_stream_survives_datapath_restart(topo: tn.NodeTopology) -> None:
                 "egress": started["prog_ids"]["to_container"],
             }
 
+        # The new process finds the policy as it was: writing it again is a no-op.
+        assert second.call(tn.datapath_call, "set_ipcache", ipcache) == {
+            "added": 0, "changed": 0, "removed": 0}
+        assert second.call(tn.datapath_call, "policy_entries", ep2.datapath_info()) == [
+            {"direction": "ingress", "identity": ep1.identity, "port": 0, "protocol": "ANY",
+             "action": "allow", "proxy_port": 0}]
+
         # Restore: re-attaching swaps in the new programs without a gap.
         for ep in topo.endpoints:
             second.call(tn.datapath_call, "attach_endpoint", ep.datapath_info())
@@ -93,6 +121,12 @@ def test_tcp_stream_survives_datapath_restart(topo: tn.NodeTopology) -> None:
                 "ingress": restarted["prog_ids"]["from_container"],
                 "egress": restarted["prog_ids"]["to_container"],
             }
+        assert second.call(tn.datapath_call, "endpoint_configs")[ep2.host_ifindex]["policy"] == {
+            "ingress_enforced": True, "egress_enforced": False}
+        assert second.call(tn.datapath_call, "set_policy", ep2.datapath_info(),
+                           ingress_from(ep1.identity)) == {
+            "added": 0, "changed": 0, "removed": 0, "flags_changed": False}
+        assert second.call(tn.datapath_call, "policy_writes")["policy_updates"] == 0
         time.sleep(0.3)
         ct_after = _stream_ct(second.call(tn.datapath_call, "ct_entries"), ep1.ipv4)
         assert ct_after["tx_packets"] > ct_gap["tx_packets"]

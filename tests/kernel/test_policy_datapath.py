@@ -205,8 +205,10 @@ def test_l3_plus_l4(lab: Node, family: str) -> None:
     assert lab.tcp_blocked(1, 2, 8080, family)
     assert lab.udp_blocked(1, 2, family)
     assert lab.tcp_blocked(3, 2, 80, family)
-    # Only L4 rules apply: a ping matches no entry.
+    # Only L4 rules apply: a ping matches no entry...
     assert lab.ping_blocked(1, 2, family)
+    # ...but the reply to ep2's own ping is part of a connection ep2 opened.
+    assert lab.ping(2, 1, family)
 
 
 @FAMILIES

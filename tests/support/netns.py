@@ -784,6 +784,35 @@ def udp_listen_start(bind: str, port: int) -> None:
     _STATE[f"udp:{port}"] = sock
 
 
+_IP_RECVTTL = 12  # linux/in.h; the socket module does not export it
+
+
+def udp_ttl_listen_start(bind: str, port: int) -> None:
+    """Like ``udp_listen_start``, reporting each datagram's TTL / hop limit."""
+    udp_listen_start(bind, port)
+    sock = _STATE[f"udp:{port}"]
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_RECVTTL, 1)
+
+
+def udp_ttl_listen_result(port: int, wait: float = 0.5) -> list[tuple[bytes, int]]:
+    sock = _STATE.pop(f"udp:{port}")
+    got: list[tuple[bytes, int]] = []
+    deadline = time.monotonic() + wait
+    with sock:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(4))
+            except TimeoutError:
+                break
+            ttl = next(struct.unpack("i", d[:4])[0] for _, _, d in ancillary)
+            got.append((data, ttl))
+    return got
+
+
 def udp_listen_result(port: int, wait: float = 0.5) -> list[tuple[bytes, str]]:
     sock = _STATE.pop(f"udp:{port}")
     got: list[tuple[bytes, str]] = []
