@@ -27,13 +27,6 @@ WEB_FROM_WORLD = [{
     "labels": [RULE_LABEL],
 }]
 
-# Known gap, tracked by the datapath work: the rules resolve correctly (see the trace
-# test) but traffic between two local endpoints is not yet denied by the BPF programs.
-DATAPATH_ENFORCES = pytest.mark.xfail(
-    reason="datapath does not yet enforce ingress policy between local endpoints",
-    strict=False)
-
-
 @pytest.fixture
 def policy(env):
     api = env.api()
@@ -71,7 +64,6 @@ def test_policy_resolves_for_docker_labels(env, policy):
     assert good_id in allowed and bad_id not in allowed
 
 
-@DATAPATH_ENFORCES
 def test_policy_allows_one_client_and_denies_another(env, policy):
     policy(WEB_FROM_CLIENT)
     net, web, good, bad = _web_and_clients(env)
@@ -80,7 +72,6 @@ def test_policy_allows_one_client_and_denies_another(env, policy):
     assert env.http(bad, ip, wait=2) == ""
 
 
-@DATAPATH_ENFORCES
 def test_new_container_connects_at_once(env, policy):
     """Started with labels and connecting immediately: allowed within a few seconds,
     denied never (it starts with the init identity, which may reach nothing)."""
@@ -94,14 +85,11 @@ def test_new_container_connects_at_once(env, policy):
     start = time.monotonic()
     good = env.run(net, labels={"app": "client"}, cmd=("sh", "-c", loop))
     bad = env.run(net, labels={"app": "other"}, cmd=("sh", "-c", loop))
-    codes = {}
-    for ctr in (good, bad):
-        codes[ctr] = int(run("docker", "wait", ctr, timeout=120).stdout.strip())
-    assert codes[good] == 0 and time.monotonic() - start < 30
-    assert codes[bad] == 1
+    assert int(run("docker", "wait", good, timeout=120).stdout.strip()) == 0
+    assert time.monotonic() - start < 30
+    assert int(run("docker", "wait", bad, timeout=120).stdout.strip()) == 1
 
 
-@DATAPATH_ENFORCES
 def test_published_port_obeys_policy(env, policy, outside):
     ns, host = outside
     policy(WEB_FROM_CLIENT)
