@@ -124,9 +124,14 @@ struct ct_entry {
 CPY_PINNED_MAP("lru_hash", struct ct_key4, struct ct_entry, cpy_ct4, CT_MAP_SIZE);
 CPY_PINNED_MAP("lru_hash", struct ct_key6, struct ct_entry, cpy_ct6, CT_MAP_SIZE);
 
+/*
+ * Seconds on the monotonic clock. The coarse variant reads the time of the
+ * last tick instead of the clock source (about 20 ns less per packet here);
+ * a tick of error is nothing against one-second expiry resolution.
+ */
 static __always_inline __u32 ct_now(void)
 {
-	return (__u32)(bpf_ktime_get_ns() / 1000000000ULL);
+	return (__u32)(bpf_ktime_get_coarse_ns() / 1000000000ULL);
 }
 
 /*
