@@ -159,9 +159,22 @@ class PolicyManager:
                 addr = ep.addressing.get(fam)
                 if addr:
                     out[f"{addr}/{plen}"] = ep.identity
-        for fam, plen in ((4, 32), (6, 128)):
-            if self.agent.ipam.enabled(fam):
-                out[f"{self.agent.ipam.router(fam)}/{plen}"] = 1
+        for addr in self.node_addresses():
+            out[addr] = 1
+        return out
+
+    def node_addresses(self) -> list[str]:
+        """Every address of this node's own interfaces (identity 1, host): the router
+        addresses and the uplink's, so that "toEntities: host" covers all of them."""
+        from pyroute2 import IPRoute
+
+        out = []
+        with IPRoute() as ipr:
+            for msg in ipr.get_addr():
+                addr = msg.get("IFA_ADDRESS") or msg.get("IFA_LOCAL")
+                if not addr or addr.startswith(("127.", "fe80:")) or addr == "::1":
+                    continue
+                out.append(f"{addr}/{32 if msg['family'] == 2 else 128}")
         return out
 
     def sync_ipcache(self) -> None:

@@ -31,3 +31,8 @@ def bpf_ct() -> Any:
 @bp.get("/v1/bpf/drops")
 def bpf_drops() -> Any:
     return jsonify(_datapath().drop_counters())
+
+
+@bp.get("/v1/bpf/ipcache")
+def bpf_ipcache() -> Any:
+    return jsonify(_datapath().ipcache_entries())

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         ("endpoint", run_endpoints, "local endpoint map"),
         ("ct", run_ct, "connection tracking table"),
         ("drops", run_drops, "drop counters per reason"),
+        ("ipcache", run_ipcache, "address/prefix to identity map"),
     ):
         mp = bsub.add_parser(name, help=helptext)
         msub = mp.add_subparsers(dest="bpf_cmd", metavar="list")
@@ -48,6 +49,10 @@ def run_endpoints(args: argparse.Namespace, client: AgentClient) -> int:
 
 def run_ct(args: argparse.Namespace, client: AgentClient) -> int:
     return _table(client.get("/v1/bpf/ct"), args.output)
+
+
+def run_ipcache(args: argparse.Namespace, client: AgentClient) -> int:
+    return _table(client.get("/v1/bpf/ipcache"), args.output)
 
 
 def run_drops(args: argparse.Namespace, client: AgentClient) -> int:

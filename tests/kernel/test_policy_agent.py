@@ -465,3 +465,15 @@ def test_agent_flags(node_netns, workdir, bpf_root, flags, other_allowed, host_a
         agent.stop()
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_to_entities_host_covers_node_addresses(clean) -> None:
+    """Every address of the node is the host, not world: the uplink's included."""
+    clean.apply([{"endpointSelector": {"matchLabels": {"app": "other"}},
+                  "egress": [{"toEntities": ["host"]}]}])
+    with nsh.NetnsWorker(clean.outside["node"]) as node:
+        node.call(serve_all)
+        assert clean.workers["other"].call(tcp_ok, "198.51.100.1", 80)
+        assert clean.workers["other"].call(tcp_ok, "10.200.0.1", 81)
+    assert not clean.workers["other"].call(tcp_ok, "198.51.100.2", 80), "outside is world"
+    assert not clean.tcp("other", "server", 80)
