@@ -8,9 +8,7 @@ revision, sends packets that must pass and packets that must not, then deletes t
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
@@ -21,74 +19,24 @@ from tests.support import netns as nsh
 TCP_PORTS = (80, 81, 8080, 8081)
 UDP_PORT = 53
 
-# --------------------------------------------------------------------------------------
-# Traffic functions (run inside NetnsWorkers; module-level so they pickle by name)
-# --------------------------------------------------------------------------------------
-
-_SERVERS: list[socket.socket] = []
+# Traffic comes from tests/support/netns.py: serve_start answers TCP on TCP_PORTS and
+# echoes UDP on 53, v4 and v6; tcp_ok/udp_ok say whether a connection worked.
 
 
 def serve_all() -> None:
-    """Accept TCP on every test port and echo UDP, on v4 and v6, until the worker ends."""
-    for port in TCP_PORTS:
-        for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            s = socket.socket(fam, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if fam == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind((addr, port))
-            s.listen(64)
-            _SERVERS.append(s)
-            threading.Thread(target=_accept_loop, args=(s,), daemon=True).start()
-    for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-        u = socket.socket(fam, socket.SOCK_DGRAM)
-        if fam == socket.AF_INET6:
-            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        u.bind((addr, UDP_PORT))
-        _SERVERS.append(u)
-        threading.Thread(target=_udp_echo, args=(u,), daemon=True).start()
+    nsh.serve_start(TCP_PORTS, (UDP_PORT,))
 
 
-def _accept_loop(s: socket.socket) -> None:
-    while True:
-        try:
-            conn, _ = s.accept()
-        except OSError:
-            return
-        try:
-            conn.sendall(b"hi")
-            conn.close()
-        except OSError:
-            pass
+def tcp_ok(dst: str, port: int) -> bool:
+    return nsh.tcp_ok(dst, port, 1.0)
 
 
-def _udp_echo(u: socket.socket) -> None:
-    while True:
-        try:
-            data, peer = u.recvfrom(2048)
-            u.sendto(data, peer)
-        except OSError:
-            return
+def udp_ok(dst: str, port: int = UDP_PORT) -> bool:
+    return nsh.udp_ok(dst, port, 1.0)
 
 
-def tcp_ok(dst: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((dst, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(2) == b"hi"
-    except OSError:
-        return False
-
-
-def udp_ok(dst: str, port: int = UDP_PORT, timeout: float = 1.0) -> bool:
-    fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(b"ping", (dst, port))
-        try:
-            return s.recvfrom(16)[0] == b"ping"
-        except OSError:
-            return False
+def tcp_ok_from(src: str, dst: str, port: int) -> bool:
+    return nsh.tcp_ok(dst, port, 1.0, src)
 
 
 # --------------------------------------------------------------------------------------
@@ -292,16 +240,6 @@ def test_from_cidr_and_cidr_set_except(clean) -> None:
     clean.apply([server_rule([{"fromCIDR": ["198.51.100.200/32"]}])])
     assert out.call(tcp_ok_from, "198.51.100.200", srv, 80)
     assert not out.call(tcp_ok_from, "198.51.100.2", srv, 80)
-
-
-def tcp_ok_from(src: str, dst: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((dst, port), timeout=timeout,
-                                      source_address=(src, 0)) as s:
-            s.settimeout(timeout)
-            return s.recv(2) == b"hi"
-    except OSError:
-        return False
 
 
 def test_to_entities_world(clean) -> None:
