@@ -74,13 +74,13 @@ class Agent:
         known = self.policy.index()
         if event == "deleted":
             self.policy.forget(ep.id)
-            self.policy.sync_ipcache()
+            self.policy.endpoint_ipcache_changed(ep, gone=True)
             return
         if ep.identity not in known:
             self.policy.identity_changed()
             self.policy.regenerate_all()
             return
-        self.policy.sync_ipcache()
+        self.policy.endpoint_ipcache_changed(ep)
         self.policy.regenerate(ep)
 
     def _on_drop(self, event: dict[str, Any]) -> None:

@@ -66,6 +66,7 @@ class PolicyManager:
         self._index: IdentityIndex | None = None
         self._cidr_ids: dict[str, int] = {}
         self.resolved: dict[str, ResolvedPolicy] = {}
+        self._node_addrs: list[str] = []
         self.l7_proxies: tuple[str, ...] = ()
 
     # -- persistence -------------------------------------------------------------------
@@ -155,17 +156,25 @@ class PolicyManager:
         """Address/prefix -> identity for the datapath's LPM map."""
         out: dict[str, int] = dict(self._cidr_ids)
         for ep in self.agent.endpoints.list():
-            for fam, plen in (("ipv4", 32), ("ipv6", 128)):
-                addr = ep.addressing.get(fam)
-                if addr:
-                    out[f"{addr}/{plen}"] = ep.identity
-        for addr in self.node_addresses():
+            out.update(self.endpoint_ipcache(ep))
+        for addr in self._node_addrs:
             out[addr] = 1
         return out
 
-    def node_addresses(self) -> list[str]:
+    @staticmethod
+    def endpoint_ipcache(ep: Any) -> dict[str, int]:
+        out = {}
+        for fam, plen in (("ipv4", 32), ("ipv6", 128)):
+            addr = ep.addressing.get(fam)
+            if addr:
+                out[f"{addr}/{plen}"] = ep.identity
+        return out
+
+    def refresh_node_addresses(self) -> None:
         """Every address of this node's own interfaces (identity 1, host): the router
-        addresses and the uplink's, so that "toEntities: host" covers all of them."""
+        addresses and the uplink's, so that "toEntities: host" covers all of them.
+        Read at start and on full regenerations, not per endpoint: the dump grows
+        with the number of host veths."""
         from pyroute2 import IPRoute
 
         out = []
@@ -175,12 +184,24 @@ class PolicyManager:
                 if not addr or addr.startswith(("127.", "fe80:")) or addr == "::1":
                     continue
                 out.append(f"{addr}/{32 if msg['family'] == 2 else 128}")
-        return out
+        self._node_addrs = out
 
     def sync_ipcache(self) -> None:
         datapath = self.agent.datapath
         if datapath is not None and hasattr(datapath, "set_ipcache"):
             datapath.set_ipcache(self.ipcache())
+
+    def endpoint_ipcache_changed(self, ep: Any, gone: bool = False) -> None:
+        """One endpoint came, went or changed identity: touch only its entries
+        (its addresses never change while it lives)."""
+        datapath = self.agent.datapath
+        if datapath is None:
+            return
+        entries = self.endpoint_ipcache(ep)
+        if gone:
+            datapath.update_ipcache({}, list(entries))
+        else:
+            datapath.update_ipcache(entries, [])
 
     # -- regeneration ------------------------------------------------------------------
 
@@ -210,6 +231,7 @@ class PolicyManager:
     def regenerate_all(self) -> None:
         with self._lock:
             started = time.monotonic()
+            self.refresh_node_addresses()
             self.sync_ipcache()
             eps = self.agent.endpoints.list()
             for ep in eps:

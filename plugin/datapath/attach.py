@@ -59,9 +59,11 @@ def has_clsact(ipr: IPRoute, ifindex: int) -> bool:
 
 
 def ensure_clsact(ipr: IPRoute, ifindex: int) -> bool:
-    """Add the clsact qdisc unless present; True when this call created it."""
-    if has_clsact(ipr, ifindex):
-        return False
+    """Add the clsact qdisc unless present; True when this call created it.
+
+    Adding and taking EEXIST is one round trip; asking first would dump the qdiscs
+    of every device, a cost that grows with the number of endpoints.
+    """
     try:
         ipr.tc("add", "clsact", ifindex)
     except NetlinkError as exc:

@@ -312,12 +312,31 @@ class Datapath:
             return int(current.flags) & EP_POLICY_FLAGS_MASK
         return 0
 
+    def _configured_addresses(self, ifindex: int) -> list[str]:
+        """The addresses the config entry of this veth names (what an earlier attach
+        wrote), read with one lookup instead of a scan of the endpoint map."""
+        if ifindex <= 0:
+            return []
+        cfg = self._map(EP_CFG).lookup(ctypes.c_uint32(ifindex))
+        if cfg is None:
+            return []
+        out = []
+        if cfg.flags & EP_F_HAS_IPV4:
+            out.append(addr_str(cfg.ipv4, AF_INET))
+        if cfg.flags & EP_F_HAS_IPV6:
+            out.append(addr_str(cfg.ipv6, AF_INET6))
+        return out
+
     def _drop_stale_lxc(self, info: EndpointDatapathInfo) -> None:
         """Re-attach with other addresses: forget the ones this veth no longer has."""
-        wanted = {bytes(endpoint_key(a)) for a in info.addresses()}
+        wanted = set(info.addresses())
         lxc = self._map(LXC)
-        for key, value in list(lxc.items()):
-            if value.ifindex == info.ifindex and bytes(key) not in wanted:
+        for addr in self._configured_addresses(info.ifindex):
+            if addr in wanted:
+                continue
+            key = endpoint_key(addr)
+            current = lxc.lookup(key)
+            if current is not None and current.ifindex == info.ifindex:
                 lxc.delete(key)
 
     def _remove_entries(self, info: EndpointDatapathInfo) -> None:
@@ -329,8 +348,10 @@ class Datapath:
             if current is not None and (info.ifindex <= 0 or current.ifindex == info.ifindex):
                 lxc.delete(key)
         if info.ifindex > 0:
-            for key, value in list(lxc.items()):
-                if value.ifindex == info.ifindex:
+            for addr in self._configured_addresses(info.ifindex):
+                key = endpoint_key(addr)
+                current = lxc.lookup(key)
+                if current is not None and current.ifindex == info.ifindex:
                     lxc.delete(key)
             self._map(EP_CFG).delete(ctypes.c_uint32(info.ifindex))
 
@@ -482,6 +503,11 @@ class Datapath:
         wanted. Returns counts: added, changed, removed."""
         with self._lock:
             return self._ipcache_table().sync(mapping)
+
+    def update_ipcache(self, upsert: dict[str, int], remove: list[str]) -> dict[str, int]:
+        """Add or change ``upsert`` and delete ``remove``, leaving the rest alone."""
+        with self._lock:
+            return self._ipcache_table().update(upsert, remove)
 
     def ipcache_entries(self) -> list[dict[str, Any]]:
         """Every ipcache entry as {prefix, identity}."""
