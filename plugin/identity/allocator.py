@@ -118,7 +118,7 @@ class IdentityAllocator:
             return
         with self._lock:
             self.store.delete(self._user_key(number, user))
-            if not self.store.list(f"{self.prefix}users/{number}/"):
+            if not self.store.list(f"{self.prefix}users/{number}/", limit=1):
                 kv = self.store.get(self._id_key(number))
                 if kv is not None:
                     doc = json.loads(kv.value)

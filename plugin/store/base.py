@@ -52,8 +52,8 @@ class Store(abc.ABC):
         """Remove the key; True when it existed."""
 
     @abc.abstractmethod
-    def list(self, prefix: str) -> list[KeyValue]:
-        """All keys starting with ``prefix``, sorted by key."""
+    def list(self, prefix: str, limit: int | None = None) -> list[KeyValue]:
+        """Keys starting with ``prefix``, sorted by key (the first ``limit`` of them)."""
 
     @abc.abstractmethod
     def compare_and_swap(self, key: str, expected_revision: int, value: bytes | None) -> bool:

@@ -131,10 +131,13 @@ class SQLiteStore(Store):
                 self._log(db, "delete", key, None)
             return cur.rowcount > 0
 
-    def list(self, prefix: str) -> list[KeyValue]:
+    def list(self, prefix: str, limit: int | None = None) -> list[KeyValue]:
+        # A key range rather than substr(): the primary-key index answers it without a
+        # scan of the whole table.
         rows = self._conn().execute(
-            "SELECT key, value, mod_revision FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
-            (len(prefix), prefix),
+            "SELECT key, value, mod_revision FROM kv WHERE key >= ? AND key < ? "
+            "ORDER BY key LIMIT ?",
+            (prefix, prefix + "\U0010ffff", -1 if limit is None else limit),
         ).fetchall()
         return [KeyValue(k, bytes(v), r) for k, v, r in rows]
 
