@@ -10,13 +10,26 @@ every endpoint it regenerates.
 
 from __future__ import annotations
 
+import bisect
+import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 
-from cilium_py.labels import RESERVED_LABELS, LabelSet, LabelSource
+from cilium_py.labels import (
+    RESERVED_LABELS,
+    IPNetwork,
+    LabelSet,
+    LabelSource,
+    cidr_prefix,
+    reserved_label,
+)
 
+from .cidr import CIDRRule
 from .entities import Entity, entity_matches
 from .rule import Section
 from .selector import EndpointSelector
+
+_WORLD_LABEL = reserved_label("world")
+_WORLD_PREFIXES = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 #: In policy keys, "any identity" (also identities allocated after resolving).
 ANY_IDENTITY = 0
@@ -38,6 +51,45 @@ class IdentityIndex:
                 by_source = self._postings.setdefault((label.key, label.value), {})
                 by_source.setdefault(label.source, set()).add(identity)
         self._memo: dict[Hashable, frozenset[int]] = {}
+        # CIDR identities sorted by (version, first address): the ones inside a rule's
+        # cidr are then one binary search away instead of a scan of every identity.
+        self._cidr_sorted: list[tuple[int, int, int, int]] = []
+        self._non_cidr_world: list[int] = []
+        for identity, labels in merged.items():
+            prefix = cidr_prefix(labels)
+            if prefix is not None:
+                self._cidr_sorted.append((prefix.version, int(prefix.network_address),
+                                          prefix.prefixlen, identity))
+            elif _WORLD_LABEL in labels:
+                self._non_cidr_world.append(identity)
+        self._cidr_sorted.sort()
+        self._cidr_of: dict[int, IPNetwork] = {
+            ident: ipaddress.ip_network((addr, plen)) if ver == 4
+            else ipaddress.IPv6Network((addr, plen))
+            for ver, addr, plen, ident in self._cidr_sorted
+        }
+
+    def cidr_select(self, rule: CIDRRule) -> frozenset[int]:
+        """Identities a CIDR rule selects: prefixes inside the cidr and outside every
+        except, plus world when the rule covers a whole address family."""
+        key = ("cidr", rule)
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        cidr = rule.cidr
+        lo = (cidr.version, int(cidr.network_address), -1, -1)
+        hi = (cidr.version, int(cidr.broadcast_address), 1 << 16, 1 << 62)
+        start = bisect.bisect_left(self._cidr_sorted, lo)
+        end = bisect.bisect_right(self._cidr_sorted, hi)
+        picked = set()
+        for _ver, _addr, plen, ident in self._cidr_sorted[start:end]:
+            if plen >= cidr.prefixlen and rule.selects_prefix(self._cidr_of[ident]):
+                picked.add(ident)
+        if cidr.prefixlen == 0 and any(rule.selects_prefix(p) for p in _WORLD_PREFIXES):
+            picked.update(self._non_cidr_world)
+        found = frozenset(picked)
+        self._memo[key] = found
+        return found
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._labels)
@@ -105,7 +157,7 @@ class IdentityIndex:
         for selector in section.endpoints:
             peers |= self.select(selector)
         for rule in section.cidr_rules():
-            peers |= self._where(("cidr", rule), rule.selects)
+            peers |= self.cidr_select(rule)
         for entity in section.entities:
             peers |= self.entity(entity)
         return frozenset(peers)
