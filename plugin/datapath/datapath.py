@@ -249,12 +249,14 @@ class Datapath:
                 ) from exc
             log.debug("attached endpoint %d on ifindex %d", info.endpoint_id, info.ifindex)
 
-    def detach_endpoint(self, ep: Any) -> None:
+    def detach_endpoint(self, ep: Any, *, programs: bool = True) -> None:
         """Detach the programs (when the device still exists), then remove the
-        endpoint's map and conntrack entries. Safe to repeat."""
+        endpoint's map and conntrack entries. Safe to repeat. ``programs=False``
+        leaves the tc filters for the caller that deletes the veth anyway (they go
+        with it), saving two netlink round trips per endpoint delete."""
         info = EndpointDatapathInfo.from_endpoint(ep)
         with self._lock:
-            if info.ifindex > 0:
+            if programs and info.ifindex > 0:
                 with IPRoute() as ipr:
                     for direction in ("ingress", "egress"):
                         attach.detach_program(ipr, info.ifindex, direction)

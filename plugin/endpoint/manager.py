@@ -41,7 +41,7 @@ def _netns_id(path: str) -> str:
 
 class Datapath(Protocol):
     def attach_endpoint(self, ep: Endpoint) -> None: ...
-    def detach_endpoint(self, ep: Endpoint) -> None: ...
+    def detach_endpoint(self, ep: Endpoint, *, programs: bool = True) -> None: ...
 
 
 def parse_labels(labels: list[str]) -> LabelSet:
@@ -273,7 +273,8 @@ class EndpointManager:
 
     def _teardown(self, ep: Endpoint) -> None:
         if self.datapath is not None and ep.ifindex:
-            self.datapath.detach_endpoint(ep)
+            # The veth is deleted next and takes its tc filters with it.
+            self.datapath.detach_endpoint(ep, programs=not ep.host_interface)
         if ep.host_interface:
             plumbing.delete_endpoint_link(ep.host_interface, ep.ipv4, ep.ipv6)
         if ep.docker:
