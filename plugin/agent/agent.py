@@ -60,6 +60,9 @@ class Agent:
             self.endpoints.label_sources.append(pod_labels)
         self.events = EventHub()
         self.policy = PolicyManager(self)
+        self.register_probe("datapath", self._datapath_health)
+        self.register_probe("endpoints", self._endpoints_health)
+        self.register_probe("policy", self._policy_health)
         self.node_started = False
         self._stopping = threading.Event()
 
@@ -177,6 +180,34 @@ class Agent:
             "status": "failure" if failing else "ok",
             "message": "; ".join(c.message for c in failing) or "all prerequisites met",
             "details": {c.name: c.to_dict() for c in checks},
+        }
+
+    def _datapath_health(self) -> dict[str, Any]:
+        if self.datapath is None:
+            return {"status": "failure", "message": "BPF datapath not available"}
+        if not self.node_started:
+            return {"status": "degraded", "message": "starting"}
+        return {
+            "status": "ok",
+            "message": f"programs loaded (compiled in {self.datapath.compile_seconds:.2f} s), "
+                       f"maps pinned under {self.config.bpf_root}",
+            "details": {"programs": self.datapath.prog_ids},
+        }
+
+    def _endpoints_health(self) -> dict[str, Any]:
+        eps = self.endpoints.list()
+        not_ready = [e.id for e in eps if e.state != "ready"]
+        return {
+            "status": "degraded" if not_ready else "ok",
+            "message": f"{len(eps)} endpoints, {len(eps) - len(not_ready)} ready",
+            "details": {"not-ready": not_ready[:20]},
+        }
+
+    def _policy_health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "message": f"revision {self.policy.repo.revision}, {len(self.policy.repo)} rules, "
+                       f"enforcement {self.config.enforcement}",
         }
 
     def health(self) -> dict[str, Any]:
