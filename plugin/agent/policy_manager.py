@@ -128,7 +128,14 @@ class PolicyManager:
 
     def get(self, labels: Iterable[str] = ()) -> dict[str, Any]:
         query = parse_label_query(labels)
-        return {"revision": self.repo.revision, "policy": self.repo.to_json(query)}
+        notes = []
+        for index, rule in self.repo.search(query):
+            for port in self._l7_ports(rule):
+                if not self.l7_proxies:
+                    notes.append(f"rule {index}: L7 rules on {port} are enforced at L4 only "
+                                 "(no L7 proxy runs yet)")
+        return {"revision": self.repo.revision, "policy": self.repo.to_json(query),
+                "notes": notes}
 
     # -- identities of CIDRs ---------------------------------------------------------
 

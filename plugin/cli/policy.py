@@ -60,6 +60,8 @@ def run_get(args: argparse.Namespace, client: AgentClient) -> int:
     else:
         print(json.dumps(doc["policy"], indent=2))
         print(f"Revision: {doc['revision']}")
+        for note in doc.get("notes", []):
+            print(f"Note: {note}")
     return 0
 
 
