@@ -104,12 +104,15 @@ class IpcacheTable:
         for key, value in imap.items():
             self._entries[bytes(key)] = (prefix_of(key), int(value.identity))
 
-    def sync(self, mapping: Mapping[str, int]) -> dict[str, int]:
-        """Make the map hold exactly ``mapping`` (prefix -> identity)."""
+    @staticmethod
+    def _parse(mapping: Mapping[str, int]) -> dict[bytes, tuple[IPNetwork, int]]:
         try:
-            wanted = wanted_entries(mapping)
+            return wanted_entries(mapping)
         except ValueError as exc:
             raise DatapathError(str(exc)) from exc
+
+    def _write(self, wanted: Mapping[bytes, tuple[IPNetwork, int]]) -> tuple[int, int]:
+        """Write the entries that differ from the map; returns (added, changed)."""
         size = self._map.info.max_entries
         added = changed = 0
         for packed, (prefix, identity) in wanted.items():
@@ -127,43 +130,34 @@ class IpcacheTable:
             else:
                 changed += 1
             self._entries[packed] = (prefix, identity)
-        stale = [packed for packed in self._entries if packed not in wanted]
-        for packed in stale:
-            self._map.delete(IpcacheKey.from_buffer_copy(packed))
-            self.deletes += 1
-            del self._entries[packed]
-        return {"added": added, "changed": changed, "removed": len(stale)}
+        return added, changed
 
-    def update(self, upsert: Mapping[str, int], remove: Iterable[str]) -> dict[str, int]:
-        """Change only the named entries: what one endpoint coming or going needs,
-        at a cost that does not grow with the number of entries."""
-        try:
-            wanted = wanted_entries(upsert)
-            gone = wanted_entries({text: 1 for text in remove})
-        except ValueError as exc:
-            raise DatapathError(str(exc)) from exc
-        size = self._map.info.max_entries
-        changed = removed = 0
-        for packed, (prefix, identity) in wanted.items():
-            have = self._entries.get(packed)
-            if have is not None and have[1] == identity:
-                continue
-            try:
-                self._map.update(IpcacheKey.from_buffer_copy(packed),
-                                 IpcacheValue(identity=identity))
-            except bpfsys.BpfError as exc:
-                raise _map_error("cpy_ipcache", size, exc) from exc
-            self.updates += 1
-            changed += 1
-            self._entries[packed] = (prefix, identity)
-        for packed in gone:
-            if packed in wanted or packed not in self._entries:
+    def _delete(self, packed_keys: Iterable[bytes]) -> int:
+        removed = 0
+        for packed in packed_keys:
+            if packed not in self._entries:
                 continue
             self._map.delete(IpcacheKey.from_buffer_copy(packed))
             self.deletes += 1
             removed += 1
             del self._entries[packed]
-        return {"changed": changed, "removed": removed}
+        return removed
+
+    def sync(self, mapping: Mapping[str, int]) -> dict[str, int]:
+        """Make the map hold exactly ``mapping`` (prefix -> identity)."""
+        wanted = self._parse(mapping)
+        added, changed = self._write(wanted)
+        removed = self._delete([p for p in self._entries if p not in wanted])
+        return {"added": added, "changed": changed, "removed": removed}
+
+    def update(self, upsert: Mapping[str, int], remove: Iterable[str]) -> dict[str, int]:
+        """Change only the named entries: what one endpoint coming or going needs,
+        at a cost that does not grow with the number of entries."""
+        wanted = self._parse(upsert)
+        gone = self._parse({text: 1 for text in remove})
+        added, changed = self._write(wanted)
+        removed = self._delete([p for p in gone if p not in wanted])
+        return {"changed": added + changed, "removed": removed}
 
     def rows(self) -> list[dict[str, Any]]:
         """The kernel's entries (read back, not the cache), for ``bpf ipcache list``."""
