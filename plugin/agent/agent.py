@@ -74,12 +74,11 @@ class Agent:
         """
         if not self.node_started:
             return
-        known = self.policy.index()
         if event == "deleted":
             self.policy.forget(ep.id)
             self.policy.endpoint_ipcache_changed(ep, gone=True)
             return
-        if ep.identity not in known:
+        if ep.identity not in self.policy.index():
             self.policy.identity_changed()
             self.policy.regenerate_all()
             return

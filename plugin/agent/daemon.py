@@ -49,11 +49,8 @@ def build_worker_app(config: AgentConfig):  # type: ignore[no-untyped-def]
 
 def make_datapath(config: AgentConfig):  # type: ignore[no-untyped-def]
     """The BPF datapath, compiled once for this agent start."""
-    try:
-        from ..datapath import Datapath
-    except ImportError:  # the datapath package is still being built
-        log.warning("BPF datapath unavailable; endpoints get plumbing only")
-        return None
+    from ..datapath import Datapath
+
     return Datapath(
         config.bpf_root,
         ipv4=bool(config.ipv4_pool),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..endpoint.manager import parse_labels
 from ..errors import InvalidInput, NotFound
 from ..labels import LabelSet, cidr_identity_labels
 from ..labels.label import LabelError, parse_select_label
@@ -194,9 +195,8 @@ class PolicyManager:
         self._node_addrs = out
 
     def sync_ipcache(self) -> None:
-        datapath = self.agent.datapath
-        if datapath is not None and hasattr(datapath, "set_ipcache"):
-            datapath.set_ipcache(self.ipcache())
+        if self.agent.datapath is not None:
+            self.agent.datapath.set_ipcache(self.ipcache())
 
     def endpoint_ipcache_changed(self, ep: Any, gone: bool = False) -> None:
         """One endpoint came, went or changed identity: touch only its entries
@@ -228,7 +228,7 @@ class PolicyManager:
     def regenerate(self, ep: Any) -> None:
         resolved = self.resolve(ep)
         datapath = self.agent.datapath
-        if datapath is not None and ep.ifindex and hasattr(datapath, "set_policy"):
+        if datapath is not None and ep.ifindex:
             datapath.set_policy(ep, resolved)
         self.resolved[ep.id] = resolved
         ep.policy_revision = resolved.revision or 0
@@ -270,11 +270,7 @@ class PolicyManager:
     # -- trace ---------------------------------------------------------------------------
 
     def trace(self, src: list[str], dst: list[str], dport: str | None) -> dict[str, Any]:
-        try:
-            source = LabelSet.parse(src)
-            destination = LabelSet.parse(dst)
-        except LabelError as exc:
-            raise InvalidInput(f"invalid label: {exc}", {"labels": str(exc)}) from exc
+        source, destination = parse_labels(src), parse_labels(dst)
         port, proto = None, Protocol.ANY
         if dport:
             text, _, proto_text = dport.partition("/")

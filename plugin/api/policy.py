@@ -73,7 +73,7 @@ def endpoint_policy(ep_id: str) -> Any:
     doc = resolved.to_dict()
     doc["endpoint"] = ep.id
     doc["identity"] = ep.identity
-    if agent.datapath is not None and hasattr(agent.datapath, "policy_entries"):
+    if agent.datapath is not None:
         doc["map"] = agent.datapath.policy_entries(ep)
     return jsonify(doc)
 

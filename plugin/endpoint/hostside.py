@@ -18,17 +18,12 @@ from pyroute2 import IPRoute
 from ..errors import Conflict, NotFound
 from .naming import host_ifname
 from .netlink import find_link, kernel_step
-from .plumbing import LinkInfo
+from .plumbing import LinkInfo, configure_host_side, write_sysctl
 
 
 def container_tmp_ifname(endpoint_id: str) -> str:
     """The peer's name until dockerd renames it; stable so retries find it."""
     return "tmp" + hashlib.sha256(endpoint_id.encode()).hexdigest()[:11]
-
-
-def _sysctl(path: str, value: str) -> None:
-    with open(path, "w", encoding="ascii") as fh:
-        fh.write(value)
 
 
 def create_docker_link(
@@ -53,28 +48,13 @@ def create_docker_link(
             raise NotFound(f"veth {host_name} vanished right after it was created")
         index = host["index"]
         try:
-            info = LinkInfo(
-                host_ifname=host_name,
-                host_ifindex=index,
-                host_mac=host.get("IFLA_ADDRESS"),
-                container_mac=peer.get("IFLA_ADDRESS"),
-                container_ifindex=peer["index"],
-                ifname=peer_name,
-                mtu=host.get("IFLA_MTU"),
-            )
+            info = LinkInfo.from_links(host, peer, peer_name)
             with kernel_step(f"setting {host_name} up"):
                 ipr.link("set", index=index, state="up")
-            _sysctl(f"/proc/sys/net/ipv4/conf/{host_name}/proxy_arp", "1")
-            for addr, plen in ((ipv4, 32), (ipv6, 128)):
-                if addr is None:
-                    continue
-                with kernel_step(f"routing {addr} to {host_name}"):
-                    ipr.route("add", dst=f"{addr}/{plen}", oif=index)
-                with kernel_step(f"adding neighbour {addr} on {host_name}"):
-                    ipr.neigh("replace", dst=str(addr), lladdr=info.container_mac,
-                              ifindex=index, state="permanent")
+            write_sysctl(f"/proc/sys/net/ipv4/conf/{host_name}/proxy_arp", "1")
+            configure_host_side(ipr, info, ipv4, ipv6)
             if ipv6 is not None and gw6 is not None:
-                _sysctl(f"/proc/sys/net/ipv6/conf/{host_name}/proxy_ndp", "1")
+                write_sysctl(f"/proc/sys/net/ipv6/conf/{host_name}/proxy_ndp", "1")
                 with kernel_step(f"proxying NDP for {gw6} on {host_name}"):
                     ipr.neigh("add", dst=ipaddress.ip_address(gw6).compressed,
                               ifindex=index, flags=0x08)  # NTF_PROXY

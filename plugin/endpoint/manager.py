@@ -211,7 +211,9 @@ class EndpointManager:
                 ep.gateway[key] = str(self.ipam.router(fam))
             self._save(ep)
             undo.append(lambda: self._forget(ep_id))
-            ep.identity = self._identity_for(labels, ep_id)
+            # {reserved:init} (labels not known yet) is the init identity; any other set,
+            # the empty one included (labels known: none), gets an allocated identity.
+            ep.identity = self.identities.allocate(labels, ep_id)
             undo.append(lambda: self.identities.release(ep.identity, ep_id))
             if docker:
                 info, ep.container_interface = hostside.create_docker_link(
@@ -251,11 +253,6 @@ class EndpointManager:
             "id": ep_id, "ifindex": ep.ifindex, "ipv4": ep.ipv4, "ipv6": ep.ipv6,
             "identity": ep.identity}})
         return ep
-
-    def _identity_for(self, labels: LabelSet, ep_id: str) -> int:
-        """``reserved:init`` (labels not known yet) maps to the init identity; any other
-        set, the empty one included (labels known: none), gets an allocated identity."""
-        return self.identities.allocate(labels, ep_id)
 
     # -- detach --------------------------------------------------------------------
 
@@ -302,7 +299,7 @@ class EndpointManager:
             old_identity = ep.identity
             ep.state = "regenerating"
             ep.labels = parsed.strings()
-            ep.identity = self._identity_for(parsed, ep_id)
+            ep.identity = self.identities.allocate(parsed, ep_id)
             if self.datapath is not None:
                 self.datapath.attach_endpoint(ep)
             ep.state = "ready"

@@ -75,6 +75,19 @@ class LinkInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_links(cls, host_msg: Any, peer_msg: Any, ifname: str) -> LinkInfo:
+        """From the link messages of the pair's two ends, just after creation."""
+        return cls(
+            host_ifname=host_msg.get("IFLA_IFNAME"),
+            host_ifindex=host_msg["index"],
+            host_mac=host_msg.get("IFLA_ADDRESS"),
+            container_mac=peer_msg.get("IFLA_ADDRESS"),
+            container_ifindex=peer_msg["index"],
+            ifname=ifname,
+            mtu=host_msg.get("IFLA_MTU"),
+        )
+
 
 # ---------------------------------------------------------------------------
 # The router device
@@ -132,9 +145,9 @@ def ensure_router_device(
         _sync_pool_routes(ipr, index, name, want_routes)
         state = link_dict(find_link(ipr, name))
     if enable_forwarding:
-        _write_sysctl(_IPV4_FORWARD, "1")
+        write_sysctl(_IPV4_FORWARD, "1")
         if ipv6_router is not None:
-            _write_sysctl(_IPV6_FORWARD, "1")
+            write_sysctl(_IPV6_FORWARD, "1")
     return {
         "ifname": name,
         "ifindex": state["ifindex"],
@@ -243,7 +256,7 @@ def _sync_pool_routes(
             ipr.route("replace", dst=str(net), oif=index)
 
 
-def _write_sysctl(path: str, value: str) -> None:
+def write_sysctl(path: str, value: str) -> None:
     """Write a sysctl of the current namespace, skipping the write when it is set."""
     try:
         with open(path, encoding="ascii") as fh:
@@ -319,19 +332,11 @@ def create_endpoint_link(
             cont_msg = find_link(cont, ifname)
             if cont_msg is None:  # pragma: no cover
                 raise NotFound(f"{ifname} vanished from {netns_path} right after creation")
-            info = LinkInfo(
-                host_ifname=host_name,
-                host_ifindex=host_index,
-                host_mac=host_msg.get("IFLA_ADDRESS"),
-                container_mac=cont_msg.get("IFLA_ADDRESS"),
-                container_ifindex=cont_msg["index"],
-                ifname=ifname,
-                mtu=host_msg.get("IFLA_MTU"),
-            )
+            info = LinkInfo.from_links(host_msg, cont_msg, ifname)
             with kernel_step(f"setting {host_name} up"):
                 host.link("set", index=host_index, state="up")
             _configure_container(ns, cont, info, addrs)
-            _configure_host(host, info, addrs)
+            configure_host_side(host, info, addrs.ipv4, addrs.ipv6)
             return info
         except BaseException:
             if host_index is not None:
@@ -446,9 +451,11 @@ def _configure_container(
             cont.route("add", dst="::/0", gateway=str(addrs.gw6), oif=index)
 
 
-def _configure_host(host: IPRoute, info: LinkInfo, addrs: _EndpointAddresses) -> None:
+def configure_host_side(host: IPRoute, info: LinkInfo, ipv4: Any, ipv6: Any) -> None:
+    """On the host: a /32 and /128 route per endpoint address to the host end, and a
+    permanent neighbour entry for each pointing at the container's MAC."""
     index = info.host_ifindex
-    for addr, plen in ((addrs.ipv4, 32), (addrs.ipv6, 128)):
+    for addr, plen in ((ipv4, 32), (ipv6, 128)):
         if addr is None:
             continue
         with kernel_step(f"routing {addr} to {info.host_ifname}"):
