@@ -49,6 +49,12 @@ class IpamDriver:
     def __init__(self, agent: AgentAPI, state: DriverState) -> None:
         self.agent = agent
         self.state = state
+        # The agent's pools by family, as last seen. A pool changes only when the agent
+        # restarts with another configuration, but RequestAddress runs on every
+        # ``docker run``: asking ``GET /v1/ipam`` there (which also lists every
+        # allocation) cost a round trip per container. RequestPool refreshes it, and
+        # each reservation's answer names the pool and router it came from.
+        self._pools: dict[int, dict[str, Any]] = {}
 
     # -- discovery -------------------------------------------------------------------
 
@@ -65,9 +71,14 @@ class IpamDriver:
 
     # -- pools -----------------------------------------------------------------------
 
-    def _agent_pool(self, family: int) -> dict[str, Any]:
-        pools = (self.agent.ipam_status().get("pools") or {})
-        pool = pools.get(FAMILY_NAMES[family]) or {}
+    def _agent_pool(self, family: int, fresh: bool = False) -> dict[str, Any]:
+        """The agent's pool of ``family`` (``pool``, ``router``); asks the agent when
+        ``fresh``, when nothing is cached, or when the cached answer is a refusal."""
+        pool = None if fresh else self._pools.get(family)
+        if not pool or not pool.get("enabled") or not pool.get("pool"):
+            pools = self.agent.ipam_status().get("pools") or {}
+            self._pools = {f: dict(pools.get(name) or {}) for f, name in FAMILY_NAMES.items()}
+            pool = self._pools[family]
         if not pool.get("enabled") or not pool.get("pool"):
             raise DriverError(
                 f"the cilium-py agent has no {FAMILY_NAMES[family]} pool configured; "
@@ -75,6 +86,14 @@ class IpamDriver:
                 f"{'--ipv6 ' if family == 6 else ''}networks"
             )
         return pool
+
+    def _learn_pool(self, family: int, reservation: dict[str, Any]) -> None:
+        """Keep the cache equal to what the agent just answered with."""
+        pool, router = reservation.get("pool"), reservation.get("gateway")
+        cached = self._pools.get(family) or {}
+        if pool and router and (cached.get("pool"), cached.get("router")) != (pool, router):
+            self._pools = {**self._pools,
+                           family: {"enabled": True, "pool": pool, "router": router}}
 
     def request_pool(self, body: dict[str, Any]) -> dict[str, Any]:
         space = body.get("AddressSpace") or ""
@@ -90,7 +109,7 @@ class IpamDriver:
                 family = ipaddress.ip_network(wanted, strict=False).version
             except ValueError as exc:
                 raise InvalidInput(f"Pool {wanted!r} is not a CIDR prefix: {exc}") from exc
-        pool = self._agent_pool(family)
+        pool = self._agent_pool(family, fresh=True)
         agent_net = ipaddress.ip_network(pool["pool"])
         for label, text in (("--subnet", wanted), ("--ip-range", sub)):
             if text and ipaddress.ip_network(text, strict=False) != agent_net:
@@ -149,6 +168,7 @@ class IpamDriver:
             return {"Address": host_cidr(router), "Data": {}}
         owner = f"docker:{pool_id}:{secrets.token_hex(6)}"
         reservation = self.agent.reserve(family, owner, wanted or None)
+        self._learn_pool(family, reservation)
         address = reservation["address"]
         log.debug("address reserved", extra={"fields": {"address": address, "owner": owner}})
         return {"Address": host_cidr(address), "Data": {}}

@@ -128,6 +128,7 @@ class FakeAgent:
         return ep
 
     def ipam_status(self) -> dict[str, Any]:
+        self.calls.append(("ipam_status", None))
         self._maybe_fail("ipam_status")
         pools: dict[str, Any] = {}
         for family, pool in ((4, self.pool4), (6, self.pool6)):

@@ -126,3 +126,23 @@ def test_release_of_the_gateway_is_a_no_op(dockerd, agent):
 def test_release_address_needs_an_address(dockerd):
     assert "Address" in dockerd.err("IpamDriver.ReleaseAddress", '{"PoolID":"CiliumPyPoolv4"}',
                                     status=400)
+
+
+def test_an_address_costs_one_agent_call(dockerd, agent):
+    """``docker run`` waits on RequestAddress: the pool is not fetched again each time."""
+    dockerd.ok("IpamDriver.RequestPool", REQUEST_POOL_V4)
+    agent.calls.clear()
+    for _ in range(3):
+        dockerd.ok("IpamDriver.RequestAddress", REQUEST_ADDRESS)
+    dockerd.ok("IpamDriver.ReleaseAddress", '{"PoolID":"CiliumPyPoolv4","Address":"10.201.0.2"}')
+    assert agent.names() == ["reserve", "reserve", "reserve", "release"]
+
+
+def test_agent_restarted_with_another_pool_is_followed(dockerd, agent):
+    dockerd.ok("IpamDriver.RequestPool", REQUEST_POOL_V4)
+    agent.pool4 = "10.202.0.0/16"  # the agent came back with another configuration
+    assert dockerd.ok("IpamDriver.RequestAddress", REQUEST_ADDRESS)["Address"].startswith(
+        "10.202.")
+    assert dockerd.ok("IpamDriver.RequestAddress", REQUEST_GATEWAY)["Address"] == "10.202.0.1/32"
+    doc = dockerd.ok("IpamDriver.RequestPool", REQUEST_POOL_V4)
+    assert doc["Pool"] == "10.202.0.0/16"
