@@ -136,12 +136,17 @@ class Plugin:
     log_path: str
     proc: subprocess.Popen | None = None
     log_level: str = "debug"
+    # The agent runs its own label watcher whenever dockerd's socket exists (the
+    # installed set-up relies on that); the plugin's is for agents that do not.
+    watch_labels: bool = True
 
     def start(self) -> None:
         logf = open(self.log_path, "ab")  # noqa: SIM115
         cmd = [sys.executable, "-m", "cilium_py.docker.main", "--agent-socket",
                self.agent_socket, "--plugin-socket", self.socket, "--state-file",
-               self.state_file, "--log-level", self.log_level, "--watch-labels"]
+               self.state_file, "--log-level", self.log_level]
+        if self.watch_labels:
+            cmd.append("--watch-labels")
         self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
         deadline = time.monotonic() + 30
