@@ -146,7 +146,6 @@ def test_delete_endpoint(dockerd, agent, state, ports, network):
     assert dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP) == {}
     assert agent.endpoints == {}
     assert state.endpoint(EID) is None
-    assert ports.revoked == [EID]
     # Already gone: still success (dockerd retries and rolls back with DeleteEndpoint).
     assert dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP) == {}
 
@@ -254,6 +253,45 @@ def test_program_external_rejects_bad_bindings(dockerd, network):
     dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
     body = PROGRAM_EXTERNAL.replace('"Proto":6,"IP"', '"Proto":47,"IP"', 1)
     assert "protocol" in dockerd.err("NetworkDriver.ProgramExternalConnectivity", body, 400)
+
+
+def test_removing_a_container_without_ports_runs_no_port_revocation(dockerd, ports, network):
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    dockerd.ok("NetworkDriver.ProgramExternalConnectivity", NET_EP)
+    dockerd.ok("NetworkDriver.RevokeExternalConnectivity", NET_EP)
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert ports.revoked == []
+
+
+def test_removing_a_container_with_ports_revokes_them(dockerd, ports, network):
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    dockerd.ok("NetworkDriver.ProgramExternalConnectivity", PROGRAM_EXTERNAL)
+    dockerd.ok("NetworkDriver.RevokeExternalConnectivity", NET_EP)
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert EID not in ports.published
+    assert ports.revoked[:1] == [EID]
+
+
+def test_ports_are_revoked_when_the_plugin_lost_its_state(dockerd, state, ports, network):
+    """Rules carry the endpoint id, so the sweep works without the plugin's memory."""
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    dockerd.ok("NetworkDriver.ProgramExternalConnectivity", PROGRAM_EXTERNAL)
+    with state.edit() as doc:
+        doc["endpoints"].clear()
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert ports.revoked == [EID]
+
+
+def test_a_failed_publish_is_still_revoked(dockerd, ports, state, network, monkeypatch):
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+
+    def crash(*_):
+        raise RuntimeError("killed half-way through writing rules")
+
+    monkeypatch.setattr(ports, "publish", crash)
+    dockerd.err("NetworkDriver.ProgramExternalConnectivity", PROGRAM_EXTERNAL)
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert ports.revoked == [EID]
 
 
 def test_revoke_external_connectivity(dockerd, ports, state, network):
