@@ -228,6 +228,9 @@ class Agent:
         self._stopping.set()
         if getattr(self, "docker_labels", None) is not None:
             self.docker_labels.stop()
+        # Deleted endpoints' veths and addresses still on their way out (reaper.py).
+        if not self.endpoints.reaper.drain(timeout=10):
+            log.warning("endpoint veths still being deleted at stop; start-up will sweep them")
         if self.masquerade is not None:
             try:
                 self.masquerade.remove()

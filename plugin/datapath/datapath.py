@@ -238,10 +238,9 @@ class Datapath:
                 self._map(LXC).update(key, value)
             try:
                 with IPRoute() as ipr:
-                    attach.attach_program(ipr, info.ifindex, "ingress",
-                                          self._loaded.fds["from_container"], "from_container")
-                    attach.attach_program(ipr, info.ifindex, "egress",
-                                          self._loaded.fds["to_container"], "to_container")
+                    attach.attach_programs(ipr, info.ifindex, {
+                        "ingress": (self._loaded.fds["from_container"], "from_container"),
+                        "egress": (self._loaded.fds["to_container"], "to_container")})
             except Exception as exc:
                 self._remove_entries(info)
                 raise DatapathError(

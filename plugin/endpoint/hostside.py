@@ -15,9 +15,10 @@ import ipaddress
 
 from pyroute2 import IPRoute
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict
+from . import nlbatch
 from .naming import host_ifname
-from .netlink import find_link, kernel_step
+from .netlink import kernel_step
 from .plumbing import LinkInfo, configure_host_side, write_sysctl
 
 
@@ -36,28 +37,27 @@ def create_docker_link(
     host_name = host_ifname(endpoint_id)
     peer_name = container_tmp_ifname(endpoint_id)
     with IPRoute() as ipr:
-        for name in (host_name, peer_name):
-            if find_link(ipr, name) is not None:
-                raise Conflict(f"interface {name} of endpoint {endpoint_id} exists already",
-                               {"host-interface": name})
-        with kernel_step(f"creating veth {host_name} <-> {peer_name}"):
-            ipr.link("add", ifname=host_name, kind="veth", peer=peer_name)
-        host = find_link(ipr, host_name)
-        peer = find_link(ipr, peer_name)
-        if host is None or peer is None:  # pragma: no cover - deleted under our feet
-            raise NotFound(f"veth {host_name} vanished right after it was created")
+        # One write: the pair with the host end up, then both ends' indexes and MACs.
+        try:
+            answers = (nlbatch.Batch(f"creating veth {host_name} <-> {peer_name}")
+                       .add("veth", nlbatch.new_veth(host_name, peer_name))
+                       .add(host_name, nlbatch.get_link(host_name))
+                       .add(peer_name, nlbatch.get_link(peer_name))
+                       .send(ipr))
+        except Conflict:
+            raise Conflict(f"interface {host_name} or {peer_name} of endpoint {endpoint_id} "
+                           "exists already", {"host-interface": host_name}) from None
+        host, peer = nlbatch.links_in(answers)
         index = host["index"]
         try:
             info = LinkInfo.from_links(host, peer, peer_name)
-            with kernel_step(f"setting {host_name} up"):
-                ipr.link("set", index=index, state="up")
             write_sysctl(f"/proc/sys/net/ipv4/conf/{host_name}/proxy_arp", "1")
-            configure_host_side(ipr, info, ipv4, ipv6)
+            extra = []
             if ipv6 is not None and gw6 is not None:
                 write_sysctl(f"/proc/sys/net/ipv6/conf/{host_name}/proxy_ndp", "1")
-                with kernel_step(f"proxying NDP for {gw6} on {host_name}"):
-                    ipr.neigh("add", dst=ipaddress.ip_address(gw6).compressed,
-                              ifindex=index, flags=0x08)  # NTF_PROXY
+                extra.append((f"NDP proxy for {gw6}", nlbatch.proxy_neighbour(
+                    index, ipaddress.ip_address(gw6).compressed)))
+            configure_host_side(ipr, info, ipv4, ipv6, extra)
             return info, peer_name
         except BaseException:
             with kernel_step(f"removing {host_name}"):

@@ -25,6 +25,7 @@ from ..logs import get_logger
 from ..store import Store
 from . import hostside, plumbing
 from .endpoint import Endpoint
+from .reaper import LinkReaper
 
 log = get_logger("endpoint")
 
@@ -72,6 +73,7 @@ class EndpointManager:
         self._locks_guard = threading.Lock()
         self._cache: dict[str, Endpoint] = {}
         self._cache_lock = threading.Lock()
+        self.reaper = LinkReaper()
 
     # -- helpers -------------------------------------------------------------------
 
@@ -165,6 +167,10 @@ class EndpointManager:
                     {"netns": req["netns"]},
                 )
             netns_id = _netns_id(req["netns"])
+        # A veth of a just-deleted endpoint (this one, or one in the same container)
+        # may still be on its way out: let it go first.
+        self.reaper.wait_for(plumbing.host_ifname(ep_id), netns_id)
+        if not docker:
             with self._cache_lock:
                 other = next((e for e in self._cache.values()
                               if e.netns_id == netns_id and e.id != ep_id), None)
@@ -263,15 +269,30 @@ class EndpointManager:
                 raise NotFound(f"endpoint {ep_id} not found", {"id": ep_id})
             ep.state = "disconnecting"
             self._save(ep)
-            self._teardown(ep)
+            self._teardown(ep, background=True)
         log.info("endpoint deleted", extra={"fields": {"id": ep_id}})
         self._notify(ep, "deleted")
         return ep
 
-    def _teardown(self, ep: Endpoint) -> None:
+    def _teardown(self, ep: Endpoint, *, background: bool = False) -> None:
+        """Undo an endpoint. With ``background`` (a caller's delete of a container
+        interface), the veth and then the addresses go in the reaper's thread; the
+        endpoint is unreachable and unlisted when this returns (see reaper.py)."""
         if self.datapath is not None and ep.ifindex:
             # The veth is deleted next and takes its tc filters with it.
             self.datapath.detach_endpoint(ep, programs=not ep.host_interface)
+        if background and ep.host_interface and not ep.docker:
+            addresses = [a for a in (ep.ipv4, ep.ipv6) if a]
+
+            def release(owner: str = ep.id) -> None:
+                for addr in addresses:
+                    self.ipam.release(addr, owner)
+
+            self.reaper.submit(
+                ep.host_interface, ep.netns_id,
+                lambda name=ep.host_interface: plumbing.delete_endpoint_link(name), release)
+            self._release_identity_and_forget(ep)
+            return
         if ep.host_interface:
             plumbing.delete_endpoint_link(ep.host_interface, ep.ipv4, ep.ipv6)
         if ep.docker:
@@ -286,6 +307,9 @@ class EndpointManager:
                                 extra={"fields": {"address": str(addr)}})
         else:
             self.ipam.release_owner(ep.id)
+        self._release_identity_and_forget(ep)
+
+    def _release_identity_and_forget(self, ep: Endpoint) -> None:
         if ep.identity:
             self.identities.release(ep.identity, ep.id)
         self._forget(ep.id)

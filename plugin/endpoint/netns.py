@@ -38,6 +38,9 @@ class NetnsHandle:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = open_netns(path)
+        # Whether interfaces made here start with IPv6 turned off (a runtime's choice);
+        # learnt by ``iproute()`` in the same trip into the namespace.
+        self.ipv6_off_by_default: bool | None = None
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -56,7 +59,7 @@ class NetnsHandle:
 
     def iproute(self) -> IPRoute:
         """An IPRoute whose netlink socket lives in this namespace."""
-        fd = self.run(_netlink_socket_fd)
+        fd, self.ipv6_off_by_default = self.run(_netlink_socket_fd)
         return IPRoute(fileno=fd)
 
 
@@ -141,6 +144,13 @@ def run_in_netns(fd: int, func: Callable[[], T]) -> T:
     return outcome["value"]  # type: ignore[return-value]
 
 
-def _netlink_socket_fd() -> int:
+def _netlink_socket_fd() -> tuple[int, bool]:
+    """A netlink socket of the current namespace, and whether new interfaces here get
+    IPv6 turned off (so that attaching skips a second trip when they do not)."""
+    try:
+        with open("/proc/sys/net/ipv6/conf/default/disable_ipv6", encoding="ascii") as fh:
+            ipv6_off = fh.read().strip() != "0"
+    except OSError:
+        ipv6_off = True  # no IPv6 at all: the per-interface step reports it
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-    return sock.detach()
+    return sock.detach(), ipv6_off

@@ -23,6 +23,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from ..errors import Conflict, InvalidInput, NotFound
+from . import nlbatch
 from .naming import HOST_PREFIX, MAX_IFNAME, check_ifname, host_ifname
 from .netlink import (
     PlumbingError,
@@ -306,44 +307,45 @@ def create_endpoint_link(
         _check_mtu(mtu, addrs.ipv6 is not None)
     host_name = host_ifname(endpoint_id)
     with NetnsHandle(netns_path) as ns, IPRoute() as host, ns.iproute() as cont:
-        if find_link(host, host_name) is not None:
-            raise Conflict(
-                f"host interface {host_name} of endpoint {endpoint_id} exists already",
-                {"host-interface": host_name},
-            )
-        if find_link(cont, ifname) is not None:
-            raise Conflict(
-                f"interface {ifname} already exists in {netns_path}",
-                {"interface-name": ifname},
-            )
-        host_index: int | None = None
         try:
-            peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": ns.fd}
-            extra: dict[str, Any] = {}
-            if mtu is not None:
-                peer["mtu"] = mtu
-                extra["mtu"] = mtu
-            with kernel_step(f"creating veth {host_name} <-> {ifname} in {netns_path}"):
-                host.link("add", ifname=host_name, kind="veth", peer=peer, **extra)
-            host_msg = find_link(host, host_name)
-            if host_msg is None:  # pragma: no cover - deleted under our feet
-                raise NotFound(f"{host_name} vanished right after it was created")
-            host_index = host_msg["index"]
-            cont_msg = find_link(cont, ifname)
-            if cont_msg is None:  # pragma: no cover
-                raise NotFound(f"{ifname} vanished from {netns_path} right after creation")
+            # One write: the pair (host end up, peer made in the container under its
+            # final name), then the host end's index and MAC.
+            answers = (nlbatch.Batch(f"creating veth {host_name} <-> {ifname} in {netns_path}")
+                       .add("veth", nlbatch.new_veth(host_name, ifname, ns.fd, mtu))
+                       .add(host_name, nlbatch.get_link(host_name))
+                       .send(host))
+        except Conflict:
+            _name_conflict(host, cont, host_name, ifname, netns_path, endpoint_id)
+            raise
+        host_msg = nlbatch.links_in(answers)[0]
+        host_index: int = host_msg["index"]
+        try:
+            cont_msg = nlbatch.links_in(nlbatch.Batch(f"looking up {ifname} in {netns_path}")
+                                        .add(ifname, nlbatch.get_link(ifname)).send(cont))[0]
             info = LinkInfo.from_links(host_msg, cont_msg, ifname)
-            with kernel_step(f"setting {host_name} up"):
-                host.link("set", index=host_index, state="up")
             _configure_container(ns, cont, info, addrs)
             configure_host_side(host, info, addrs.ipv4, addrs.ipv6)
             return info
         except BaseException:
-            if host_index is not None:
-                # The peer, its addresses, routes and neighbours, and the host routes
-                # through the veth all go away with the host end.
-                _delete_link(host, host_index, host_name)
+            # The peer, its addresses, routes and neighbours, and the host routes
+            # through the veth all go away with the host end.
+            _delete_link(host, host_index, host_name)
             raise
+
+
+def _name_conflict(host: IPRoute, cont: IPRoute, host_name: str, ifname: str,
+                   netns_path: str, endpoint_id: str) -> None:
+    """After the kernel said "exists": name which of the two names is taken."""
+    if find_link(host, host_name) is not None:
+        raise Conflict(
+            f"host interface {host_name} of endpoint {endpoint_id} exists already",
+            {"host-interface": host_name},
+        )
+    if find_link(cont, ifname) is not None:
+        raise Conflict(
+            f"interface {ifname} already exists in {netns_path}",
+            {"interface-name": ifname},
+        )
 
 
 def delete_endpoint_link(
@@ -424,50 +426,38 @@ def _configure_container(
     ns: NetnsHandle, cont: IPRoute, info: LinkInfo, addrs: _EndpointAddresses
 ) -> None:
     index = info.container_ifindex
-    where = f"{info.ifname} in {ns.path}"
-    lo = cont.link_lookup(ifname="lo")
-    if lo:
-        with kernel_step(f"setting lo up in {ns.path}"):
-            cont.link("set", index=lo[0], state="up")
-    if addrs.ipv6 is not None:
+    if addrs.ipv6 is not None and ns.ipv6_off_by_default is not False:
         ns.run(lambda: _enable_ipv6(info.ifname, ns.path))
-    with kernel_step(f"setting {where} up"):
-        cont.link("set", index=index, state="up")
-    if addrs.ipv4 is not None and addrs.gw4 is not None:
-        with kernel_step(f"configuring IPv4 {addrs.ipv4} on {where}"):
-            cont.addr("add", index=index, address=str(addrs.ipv4), prefixlen=32)
-            cont.neigh(
-                "add", dst=str(addrs.gw4), lladdr=info.host_mac, ifindex=index, state="permanent"
-            )
-            cont.route("add", dst=f"{addrs.gw4}/32", oif=index, scope="link")
-            cont.route("add", dst="0.0.0.0/0", gateway=str(addrs.gw4), oif=index)
-    if addrs.ipv6 is not None and addrs.gw6 is not None:
-        with kernel_step(f"configuring IPv6 {addrs.ipv6} on {where}"):
-            cont.addr("add", index=index, address=str(addrs.ipv6), prefixlen=128, flags=IFA_F_NODAD)
-            cont.neigh(
-                "add", dst=str(addrs.gw6), lladdr=info.host_mac, ifindex=index, state="permanent"
-            )
-            cont.route("add", dst=f"{addrs.gw6}/128", oif=index)
-            cont.route("add", dst="::/0", gateway=str(addrs.gw6), oif=index)
+    # lo is ifindex 1 in every network namespace (registered first, when it is made).
+    batch = (nlbatch.Batch(f"configuring {info.ifname} in {ns.path}")
+             .add("setting lo up", nlbatch.link_up(1))
+             .add(f"setting {info.ifname} up", nlbatch.link_up(index)))
+    for addr, gw, plen in ((addrs.ipv4, addrs.gw4, 32), (addrs.ipv6, addrs.gw6, 128)):
+        if addr is None or gw is None:
+            continue
+        batch.add(f"address {addr}", nlbatch.add_address(index, addr, plen))
+        batch.add(f"neighbour {gw}", nlbatch.permanent_neighbour(index, gw, info.host_mac))
+        batch.add(f"route to {gw}", nlbatch.host_route(index, gw, scope_link=plen == 32))
+        batch.add(f"default route via {gw}", nlbatch.default_route(index, gw))
+    batch.send(cont)
 
 
-def configure_host_side(host: IPRoute, info: LinkInfo, ipv4: Any, ipv6: Any) -> None:
+def configure_host_side(host: IPRoute, info: LinkInfo, ipv4: Any, ipv6: Any,
+                        extra: list[tuple[str, Any]] | None = None) -> None:
     """On the host: a /32 and /128 route per endpoint address to the host end, and a
-    permanent neighbour entry for each pointing at the container's MAC."""
+    permanent neighbour entry for each pointing at the container's MAC (plus any
+    ``extra`` requests of the caller, in the same write)."""
     index = info.host_ifindex
-    for addr, plen in ((ipv4, 32), (ipv6, 128)):
+    batch = nlbatch.Batch(f"routing the addresses of {info.host_ifname}")
+    for label, msg in extra or []:
+        batch.add(label, msg)
+    for addr in (ipv4, ipv6):
         if addr is None:
             continue
-        with kernel_step(f"routing {addr} to {info.host_ifname}"):
-            host.route("add", dst=f"{addr}/{plen}", oif=index)
-        with kernel_step(f"adding neighbour {addr} on {info.host_ifname}"):
-            host.neigh(
-                "replace",
-                dst=str(addr),
-                lladdr=info.container_mac,
-                ifindex=index,
-                state="permanent",
-            )
+        batch.add(f"route to {addr}", nlbatch.host_route(index, addr))
+        batch.add(f"neighbour {addr}",
+                  nlbatch.permanent_neighbour(index, addr, info.container_mac, replace=True))
+    batch.send(host)
 
 
 def _enable_ipv6(ifname: str, netns_path: str) -> None:
