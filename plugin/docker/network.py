@@ -374,11 +374,16 @@ class NetworkDriver:
                                                   "agent-id": agent_endpoint_id(eid)})
                 doc["endpoints"][eid]["published"] = True
         bindings = self.ports.publish(eid, record.get("ipv4"), record.get("ipv6"), requests)
+        update = {"ipv4": record.get("ipv4"), "ipv6": record.get("ipv6"),
+                  "ports": [asdict(b) for b in bindings], "exposed": exposed}
+        if all(k in record and record[k] == v for k, v in update.items()):
+            # The usual ``docker run`` without -p: CreateEndpoint recorded all of this
+            # already, and saving the state file costs a dump of every endpoint.
+            return {}
         with self.state.edit() as doc:
             entry = doc["endpoints"].setdefault(eid, {"network": body["NetworkID"],
                                                       "agent-id": agent_endpoint_id(eid)})
-            entry.update(ipv4=record.get("ipv4"), ipv6=record.get("ipv6"),
-                         ports=[asdict(b) for b in bindings], exposed=exposed)
+            entry.update(update)
         return {}
 
     def revoke_external(self, body: dict[str, Any]) -> dict[str, Any]:
