@@ -8,8 +8,7 @@ round (the bridge plugin creates its bridge on the first ADD):
 
 - reference: ``bridge`` + ``host-local`` (containernetworking-plugins), the issue's peer,
   without ``ipMasq`` (the stricter peer: no iptables work), and the same with ``ipMasq``,
-  which like cilium-py masquerades traffic leaving the pool (BENCHMARKS.md's peer DEL of
-  about 34 ms matches this one);
+  which like cilium-py masquerades traffic leaving the pool;
 - cilium-py: ``cilium-py-cni`` alone;
 - cilium-py + portmap: the shipped conflist's chain.
 
@@ -133,7 +132,7 @@ def main() -> None:
     driver = build_driver()
     work = Path(tempfile.mkdtemp(prefix="cpyb-cni-"))
     node = name("cpyb-n")
-    nses = [name("cpyb-c") for _ in range(3)]
+    nses = [name("cpyb-c") for _ in range(4)]
     try:
         plugins_dir = work / "bin"
         launcher, _ = install.install_plugin(str(plugins_dir))
