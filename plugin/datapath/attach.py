@@ -112,7 +112,7 @@ def attach_program(
 
 
 def attach_programs(
-    ipr: IPRoute,
+    sock: nlbatch.RtnlSocket,
     ifindex: int,
     programs: dict[Direction, tuple[int, str]],
     *,
@@ -127,7 +127,7 @@ def attach_programs(
     for direction, (prog_fd, name) in programs.items():
         batch.add(f"{direction} filter", nlbatch.replace_bpf_filter(
             ifindex, PARENT[direction], prog_fd, name, prio=prio, handle=handle))
-    batch.send(ipr)
+    batch.send(sock)
 
 
 def detach_program(

@@ -47,6 +47,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from ..endpoint.nlbatch import RtnlSocket
 from . import attach, bpfsys
 from .conntrack import ct_row
 from .endpoint import EndpointDatapathInfo, numeric_endpoint_id
@@ -237,8 +238,8 @@ class Datapath:
             for key, value in lxc_entries:
                 self._map(LXC).update(key, value)
             try:
-                with IPRoute() as ipr:
-                    attach.attach_programs(ipr, info.ifindex, {
+                with RtnlSocket() as sock:
+                    attach.attach_programs(sock, info.ifindex, {
                         "ingress": (self._loaded.fds["from_container"], "from_container"),
                         "egress": (self._loaded.fds["to_container"], "to_container")})
             except Exception as exc:

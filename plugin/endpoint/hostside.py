@@ -13,12 +13,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 
-from pyroute2 import IPRoute
-
 from ..errors import Conflict
 from . import nlbatch
 from .naming import host_ifname
-from .netlink import kernel_step
 from .plumbing import LinkInfo, configure_host_side, write_sysctl
 
 
@@ -36,7 +33,7 @@ def create_docker_link(
     """Make the pair; returns the host end's info and the peer's temporary name."""
     host_name = host_ifname(endpoint_id)
     peer_name = container_tmp_ifname(endpoint_id)
-    with IPRoute() as ipr:
+    with nlbatch.RtnlSocket() as ipr:
         # One write: the pair with the host end up, then both ends' indexes and MACs.
         try:
             answers = (nlbatch.Batch(f"creating veth {host_name} <-> {peer_name}")
@@ -47,7 +44,7 @@ def create_docker_link(
         except Conflict:
             raise Conflict(f"interface {host_name} or {peer_name} of endpoint {endpoint_id} "
                            "exists already", {"host-interface": host_name}) from None
-        host, peer = nlbatch.links_in(answers)
+        host, peer = answers
         index = host["index"]
         try:
             info = LinkInfo.from_links(host, peer, peer_name)
@@ -60,6 +57,5 @@ def create_docker_link(
             configure_host_side(ipr, info, ipv4, ipv6, extra)
             return info, peer_name
         except BaseException:
-            with kernel_step(f"removing {host_name}"):
-                ipr.link("del", index=index)
+            nlbatch.delete_link(ipr, index, host_name)
             raise

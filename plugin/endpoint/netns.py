@@ -22,6 +22,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 
 from ..errors import InvalidInput
+from .nlbatch import RtnlSocket
 
 T = TypeVar("T")
 
@@ -56,6 +57,11 @@ class NetnsHandle:
     def run(self, func: Callable[[], T]) -> T:
         """Call ``func`` in a thread that has entered this namespace."""
         return run_in_netns(self.fd, func)
+
+    def rtnl(self) -> RtnlSocket:
+        """A plain rtnetlink socket in this namespace, for ``nlbatch`` batches."""
+        fd, self.ipv6_off_by_default = self.run(_netlink_socket_fd)
+        return RtnlSocket(fileno=fd)
 
     def iproute(self) -> IPRoute:
         """An IPRoute whose netlink socket lives in this namespace."""

@@ -15,14 +15,18 @@ with it). The first error is raised as the agent's exception, naming the step.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
+import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
-from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import (
+    RTM_DELLINK,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
@@ -168,6 +172,95 @@ def replace_bpf_filter(index: int, parent: int, prog_fd: int, name: str, *,
 
 # -- sending ---------------------------------------------------------------------------
 
+NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_CAP_ACK = 10  # acknowledgements without a copy of the request
+NETLINK_EXT_ACK = 11  # ... but with the kernel's own words on a refusal
+NLMSG_ERROR = 2
+NLMSGERR_ATTR_MSG = 1
+_HEADER = struct.Struct("=IHHII")
+_ERRNO = struct.Struct("=i")
+Refusal = tuple[int, str]  # errno, the kernel's extended-ack message
+
+
+class RtnlSocket:
+    """A plain rtnetlink socket of the namespace it was made in.
+
+    pyroute2 builds and parses the messages; this only writes a batch and reads its
+    answers. Going through pyroute2's own socket would run every batch through an
+    asyncio event loop, which costs more than the kernel's work here (see
+    tests/bench/bench_attach.py).
+    """
+
+    def __init__(self, fileno: int | None = None) -> None:
+        if fileno is None:
+            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
+                                      NETLINK_ROUTE)
+        else:
+            self.sock = socket.socket(fileno=fileno)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        self.sock.bind((0, 0))
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RtnlSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exchange(self, msgs: Sequence[Any]) -> tuple[dict[int, list[bytes]], dict[int, Refusal]]:
+        """Write ``msgs`` at once; per request index, the answers and the refusals
+        (errno, the kernel's message). Every request carries NLM_F_ACK, so each one
+        ends with exactly one NLMSG_ERROR (0 when done)."""
+        first = self._seq + 1
+        data = bytearray()
+        for msg in msgs:
+            self._seq += 1
+            msg["header"]["sequence_number"] = self._seq
+            msg["header"]["pid"] = 0
+            msg.reset()
+            msg.encode()
+            data += msg.data
+        self.sock.send(bytes(data))
+        answers: dict[int, list[bytes]] = {}
+        errors: dict[int, Refusal] = {}
+        pending = len(msgs)
+        while pending:
+            buf = self.sock.recv(1 << 16)
+            off = 0
+            while off + _HEADER.size <= len(buf):
+                length, kind, flags, seq, _pid = _HEADER.unpack_from(buf, off)
+                if length < _HEADER.size:
+                    break
+                index = seq - first
+                if 0 <= index < len(msgs):
+                    if kind == NLMSG_ERROR:
+                        pending -= 1
+                        err = _ERRNO.unpack_from(buf, off + _HEADER.size)[0]
+                        if err:
+                            errors[index] = (-err, _ext_ack_message(buf, off, length))
+                    else:
+                        answers.setdefault(index, []).append(bytes(buf[off:off + length]))
+                off += (length + 3) & ~3
+        return answers, errors
+
+
+def _ext_ack_message(buf: bytes, off: int, length: int) -> str:
+    """NLMSGERR_ATTR_MSG of an error (after errno and the request's header)."""
+    pos, end = off + _HEADER.size + 4 + _HEADER.size, off + length
+    while pos + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", buf, pos)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == NLMSGERR_ATTR_MSG:
+            return bytes(buf[pos + 4:pos + alen]).split(b"\0", 1)[0].decode(errors="replace")
+        pos += (alen + 3) & ~3
+    return ""
+
 
 class Batch:
     """Requests for one step, each with a label naming it in errors."""
@@ -182,32 +275,54 @@ class Batch:
         self.msgs.append(msg)
         return self
 
-    def send(self, ipr: IPRoute) -> list[Any]:
-        """Send every request in one write; return the answers (link messages for
-        GETLINK, acknowledgements otherwise). The first refusal is raised as the
-        agent's exception (see ``kernel_step``), naming the step and the request."""
+    def send(self, sock: RtnlSocket) -> list[Any]:
+        """Send every request in one write; return the link messages that GETLINK
+        requests brought back, decoded, in request order. The first refusal is raised as
+        the agent's exception (see ``kernel_step``), naming the step and the request."""
         if not self.msgs:
             return []
-        answers: list[Any] = []
-
-        async def collect() -> None:
-            async for answer in ipr.asyncore.nlm_request_batch(self.msgs):
-                answers.append(answer)
-
-        try:
-            # What IPRoute.nlm_request_batch runs, keeping the answers that arrived
-            # before a refusal so that the refused request can be named.
-            ipr._run_with_cleanup(collect)
-        except NetlinkError as exc:
-            answered = {a["header"]["sequence_number"] for a in answers}
-            failed = next((label for label, msg in zip(self.labels, self.msgs, strict=True)
-                           if msg["header"]["sequence_number"] not in answered), "")
-            with kernel_step(f"{self.what}: {failed}" if failed else self.what):
-                raise exc from None
-        return answers
+        answers, errors = sock.exchange(self.msgs)
+        if errors:
+            index = min(errors)
+            code, detail = errors[index]
+            reason = os.strerror(code) + (f" ({detail})" if detail else "")
+            with kernel_step(f"{self.what}: {self.labels[index]}"):
+                raise NetlinkError(code, reason)
+        links = []
+        for index in sorted(answers):
+            for raw in answers[index]:
+                if _HEADER.unpack_from(raw)[1] == RTM_NEWLINK:
+                    msg = ifinfmsg(raw)
+                    msg.decode()
+                    links.append(msg)
+        return links
 
 
-def links_in(answers: Sequence[Any]) -> list[Any]:
-    """The link messages among a batch's answers, in request order."""
-    return [msg for msg in answers if msg["header"]["type"] == RTM_NEWLINK]
+def get_links(sock: RtnlSocket, *names: str) -> dict[str, Any | None]:
+    """The link message of each name, None for a name that does not exist."""
+    out: dict[str, Any | None] = {}
+    for name in names:
+        answers, errors = sock.exchange([get_link(name)])
+        out[name] = None
+        if errors:
+            code = next(iter(errors.values()))[0]
+            if code not in (errno.ENODEV, errno.ENOENT):
+                raise NetlinkError(code, os.strerror(code))
+        for raw in answers.get(0, []):
+            msg = ifinfmsg(raw)
+            msg.decode()
+            out[name] = msg
+    return out
 
+
+def delete_link(sock: RtnlSocket, index: int, name: str) -> bool:
+    """Delete a link; False when it was gone already."""
+    msg = _msg(ifinfmsg, RTM_DELLINK, REQUEST, {"index": index}, [])
+    _answers, errors = sock.exchange([msg])
+    if errors:
+        code, detail = errors[0]
+        if code in (errno.ENODEV, errno.ENOENT):
+            return False
+        with kernel_step(f"deleting {name}"):
+            raise NetlinkError(code, os.strerror(code) + (f" ({detail})" if detail else ""))
+    return True

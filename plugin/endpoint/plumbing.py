@@ -306,22 +306,24 @@ def create_endpoint_link(
     if mtu is not None:
         _check_mtu(mtu, addrs.ipv6 is not None)
     host_name = host_ifname(endpoint_id)
-    with NetnsHandle(netns_path) as ns, IPRoute() as host, ns.iproute() as cont:
+    with NetnsHandle(netns_path) as ns, nlbatch.RtnlSocket() as host, ns.rtnl() as cont:
         try:
             # One write: the pair (host end up, peer made in the container under its
             # final name), then the host end's index and MAC.
-            answers = (nlbatch.Batch(f"creating veth {host_name} <-> {ifname} in {netns_path}")
-                       .add("veth", nlbatch.new_veth(host_name, ifname, ns.fd, mtu))
-                       .add(host_name, nlbatch.get_link(host_name))
-                       .send(host))
+            host_msg = (nlbatch.Batch(f"creating veth {host_name} <-> {ifname} in {netns_path}")
+                        .add("veth", nlbatch.new_veth(host_name, ifname, ns.fd, mtu))
+                        .add(host_name, nlbatch.get_link(host_name))
+                        .send(host))[0]
         except Conflict:
             _name_conflict(host, cont, host_name, ifname, netns_path, endpoint_id)
             raise
-        host_msg = nlbatch.links_in(answers)[0]
         host_index: int = host_msg["index"]
         try:
-            cont_msg = nlbatch.links_in(nlbatch.Batch(f"looking up {ifname} in {netns_path}")
-                                        .add(ifname, nlbatch.get_link(ifname)).send(cont))[0]
+            # lo is ifindex 1 in every network namespace (registered first, when made).
+            cont_msg = (nlbatch.Batch(f"looking up {ifname} in {netns_path}")
+                        .add(ifname, nlbatch.get_link(ifname))
+                        .add("setting lo up", nlbatch.link_up(1))
+                        .send(cont))[0]
             info = LinkInfo.from_links(host_msg, cont_msg, ifname)
             _configure_container(ns, cont, info, addrs)
             configure_host_side(host, info, addrs.ipv4, addrs.ipv6)
@@ -329,19 +331,19 @@ def create_endpoint_link(
         except BaseException:
             # The peer, its addresses, routes and neighbours, and the host routes
             # through the veth all go away with the host end.
-            _delete_link(host, host_index, host_name)
+            nlbatch.delete_link(host, host_index, host_name)
             raise
 
 
-def _name_conflict(host: IPRoute, cont: IPRoute, host_name: str, ifname: str,
-                   netns_path: str, endpoint_id: str) -> None:
+def _name_conflict(host: nlbatch.RtnlSocket, cont: nlbatch.RtnlSocket, host_name: str,
+                   ifname: str, netns_path: str, endpoint_id: str) -> None:
     """After the kernel said "exists": name which of the two names is taken."""
-    if find_link(host, host_name) is not None:
+    if nlbatch.get_links(host, host_name)[host_name] is not None:
         raise Conflict(
             f"host interface {host_name} of endpoint {endpoint_id} exists already",
             {"host-interface": host_name},
         )
-    if find_link(cont, ifname) is not None:
+    if nlbatch.get_links(cont, ifname)[ifname] is not None:
         raise Conflict(
             f"interface {ifname} already exists in {netns_path}",
             {"interface-name": ifname},
@@ -423,14 +425,12 @@ class _EndpointAddresses:
 
 
 def _configure_container(
-    ns: NetnsHandle, cont: IPRoute, info: LinkInfo, addrs: _EndpointAddresses
+    ns: NetnsHandle, cont: nlbatch.RtnlSocket, info: LinkInfo, addrs: _EndpointAddresses
 ) -> None:
     index = info.container_ifindex
     if addrs.ipv6 is not None and ns.ipv6_off_by_default is not False:
         ns.run(lambda: _enable_ipv6(info.ifname, ns.path))
-    # lo is ifindex 1 in every network namespace (registered first, when it is made).
     batch = (nlbatch.Batch(f"configuring {info.ifname} in {ns.path}")
-             .add("setting lo up", nlbatch.link_up(1))
              .add(f"setting {info.ifname} up", nlbatch.link_up(index)))
     for addr, gw, plen in ((addrs.ipv4, addrs.gw4, 32), (addrs.ipv6, addrs.gw6, 128)):
         if addr is None or gw is None:
@@ -442,7 +442,7 @@ def _configure_container(
     batch.send(cont)
 
 
-def configure_host_side(host: IPRoute, info: LinkInfo, ipv4: Any, ipv6: Any,
+def configure_host_side(host: nlbatch.RtnlSocket, info: LinkInfo, ipv4: Any, ipv6: Any,
                         extra: list[tuple[str, Any]] | None = None) -> None:
     """On the host: a /32 and /128 route per endpoint address to the host end, and a
     permanent neighbour entry for each pointing at the container's MAC (plus any
