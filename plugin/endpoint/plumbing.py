@@ -360,8 +360,8 @@ def delete_endpoint_link(
     a veth whose peer is in another namespace or whose name has the ``lxc`` prefix.
     """
     check_ifname(host_ifname, "host interface name")
-    with IPRoute() as host:
-        msg = find_link(host, host_ifname)
+    with nlbatch.RtnlSocket() as host:
+        msg = nlbatch.get_links(host, host_ifname)[host_ifname]
         if msg is None:
             return False
         if not _is_endpoint_veth(msg, host_ifname):
@@ -373,7 +373,7 @@ def delete_endpoint_link(
             )
         # The host routes and neighbours point at the veth, so the kernel removes them
         # with it; deleting them one by one first would only cost round trips.
-        return _delete_link(host, msg["index"], host_ifname)
+        return nlbatch.delete_link(host, msg["index"], host_ifname)
 
 
 def _is_endpoint_veth(msg: Any, name: str) -> bool:
