@@ -9,7 +9,6 @@ is translated back into libnetwork's JSON. Modules, one concern each:
 - :mod:`.state`: the little the driver must remember, in a JSON file;
 - :mod:`.ipam` and :mod:`.network`: the two drivers, plain classes over data;
 - :mod:`.ports`: published ports as iptables DNAT rules in our own chains;
-- :mod:`.app`, :mod:`.server`, :mod:`.main`: the method table, the HTTP server on
-  dockerd's plugin socket, the command;
+- :mod:`.app`, :mod:`.server`, :mod:`.main`: Flask routes, gunicorn, the command;
 - :mod:`.labels`: the container label watcher that the *agent* runs.
 """

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 from collections.abc import Sequence
-from typing import Any
 
 from ..config import DEFAULT_SOCKET
 from ..errors import CiliumPyError
 from ..logs import get_logger, setup_logging
 from .agent_api import HTTPAgentAPI
-from .app import Dispatcher, create_app
 from .ports import IptablesPublisher
 from .server import DEFAULT_PLUGIN_SOCKET, PluginServer, prepare_plugin_socket
 from .state import DriverState
@@ -58,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remove-port-chains", action="store_true",
                         help="remove the plugin's iptables chains (when no port is "
                              "published) and exit; for uninstalling")
-    parser.add_argument("--threads", type=int, default=8,
-                        help="calls served at the same time (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=8, help="request threads")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         default="info")
@@ -104,47 +98,24 @@ def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher)
         log.info("reconciled", extra={"fields": {"forgotten": sorted(stale)}})
 
 
-def build_app(args: argparse.Namespace) -> tuple[Dispatcher, Any]:
-    """The dispatcher over the driver's state, reconciled with the agent first, and the
-    label watcher when ``--watch-labels`` asks for one (else None)."""
+def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Runs in the gunicorn worker, which owns the state and serves the calls."""
+    from .app import create_app
+
+    setup_logging(args.log_format, args.log_level)
     agent = HTTPAgentAPI(args.agent_socket)
     state = DriverState(args.state_file)
     ports = IptablesPublisher()
     reconcile(agent, state, ports)
-    watcher = None
     if args.watch_labels:
         from .labels import DockerLabelWatcher
 
         watcher = DockerLabelWatcher(agent.set_labels, docker_url=args.docker_url)
         watcher.start()
-    return create_app(agent, state, ports), watcher
-
-
-def serve(server: PluginServer, grace: float = 10.0) -> None:
-    """Serve until SIGTERM or SIGINT, then let calls in progress finish (up to ``grace``).
-
-    The server runs in a thread so that the main thread only waits for the signal:
-    ``shutdown()`` must not be called from the thread that serves.
-    """
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
-                              name="docker-plugin-server", daemon=True)
-    thread.start()
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        server.shutdown()
-        deadline = time.monotonic() + grace
-        taken = 0
-        while taken < server.max_calls and server.slots.acquire(
-                timeout=max(0.0, deadline - time.monotonic())):
-            taken += 1  # every slot free again: no call is running
-        server.server_close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        build_app.watcher = watcher  # type: ignore[attr-defined]
+    log.info("docker driver ready", extra={"fields": {
+        "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket}})
+    return create_app(agent, state, ports)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,21 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cilium-py-docker: cannot start: another process serves {args.plugin_socket}",
               file=sys.stderr)
         return 1
-    log.info("starting docker driver", extra={"fields": {"plugin_socket": args.plugin_socket}})
-    dispatch, watcher = build_app(args)
     prepare_plugin_socket(args.plugin_socket)
-    server = PluginServer(dispatch, args.plugin_socket, args.threads)
-    log.info("docker driver ready", extra={"fields": {
-        "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket}})
-    try:
-        serve(server)
-    finally:
-        if watcher is not None:
-            watcher.stop()
-        try:
-            os.unlink(args.plugin_socket)
-        except FileNotFoundError:
-            pass
+    log.info("starting docker driver", extra={"fields": {"plugin_socket": args.plugin_socket}})
+    PluginServer(lambda: build_app(args), args.plugin_socket, args.threads).run()
     log.info("docker driver stopped")
     return 0
 

@@ -47,7 +47,7 @@ def decode_body(raw: bytes) -> dict[str, Any]:
     """Parse a request body whatever its Content-Type; an empty body is ``{}``.
 
     dockerd posts argument-less calls (Plugin.Activate, GetCapabilities, ...) with a
-    zero-byte body and never sets a JSON Content-Type.
+    zero-byte body and never sets a JSON Content-Type, so Flask's ``get_json`` is no use.
     """
     if not raw.strip():
         return {}

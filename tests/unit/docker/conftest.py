@@ -1,27 +1,18 @@
-"""The driver's server over a fake agent, and dockerd's exact request bodies.
+"""The driver's Flask app over a fake agent, and dockerd's exact request bodies.
 
 Bodies are the bytes dockerd 20.10 sent in a captured session (Go's encoder: struct
 fields in declaration order, map keys sorted), posted the way dockerd posts them: no
-Content-Type, a zero-byte body for argument-less calls, all on one kept-alive
-connection to the plugin's unix socket.
+Content-Type, and a zero-byte body for argument-less calls.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import shutil
-import socket
-import tempfile
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from cilium_py.docker.app import create_app
-from cilium_py.docker.server import PluginServer
 from cilium_py.docker.state import DriverState
 
 from .fakes import FakeAgent, FakePublisher
@@ -84,77 +75,9 @@ def state(tmp_path) -> DriverState:
     return DriverState(str(tmp_path / "driver.json"))
 
 
-@dataclass
-class Reply:
-    status_code: int
-    headers: dict[str, str]
-    data: bytes
-
-    def get_json(self) -> Any:
-        return json.loads(self.data)
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-class PluginClient:
-    """HTTP over the plugin's unix socket on one kept-alive connection, like dockerd."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.conn = _UnixConnection(path)
-
-    def request(self, verb: str, url: str, data: bytes = b"",
-                headers: dict[str, str] | None = None) -> Reply:
-        self.conn.request(verb, url, body=data, headers=headers or {})
-        resp = self.conn.getresponse()
-        body = resp.read()
-        return Reply(resp.status, {k: v for k, v in resp.getheaders()}, body)
-
-    def post(self, url: str, data: bytes = b"", headers: dict[str, str] | None = None) -> Reply:
-        return self.request("POST", url, data, headers)
-
-    def get(self, url: str) -> Reply:
-        return self.request("GET", url)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 @pytest.fixture
-def serve_driver():
-    """Starts the real server for a dispatcher; yields a function returning its socket."""
-    started: list[tuple[PluginServer, str]] = []
-
-    def start(dispatch: Any, threads: int = 8) -> str:
-        directory = tempfile.mkdtemp(prefix="cpyd-")  # short: unix socket paths are
-        path = os.path.join(directory, "plugin.sock")  # limited to 108 bytes
-        server = PluginServer(dispatch, path, threads)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                         daemon=True).start()
-        started.append((server, directory))
-        return path
-
-    yield start
-    for server, directory in started:
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-@pytest.fixture
-def client(agent: FakeAgent, state: DriverState, ports: FakePublisher, serve_driver):
-    conn = PluginClient(serve_driver(create_app(agent, state, ports)))
-    yield conn
-    conn.close()
+def client(agent: FakeAgent, state: DriverState, ports: FakePublisher):
+    return create_app(agent, state, ports).test_client()
 
 
 class Caller:
