@@ -320,6 +320,9 @@ class EndpointManager:
         parsed = parse_labels(labels)
         with self._locked(ep_id):
             ep = self.get(ep_id)
+            if ep.state == "ready" and parse_labels(ep.labels) == parsed:
+                # Nothing changes: no regeneration (label watchers repeat themselves).
+                return ep
             old_identity = ep.identity
             ep.state = "regenerating"
             ep.labels = parsed.strings()
