@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from typing import Any
 
 from ..errors import Conflict
 from . import nlbatch
@@ -33,14 +34,14 @@ def create_docker_link(
     """Make the pair; returns the host end's info and the peer's temporary name."""
     host_name = host_ifname(endpoint_id)
     peer_name = container_tmp_ifname(endpoint_id)
-    with nlbatch.RtnlSocket() as ipr:
+    with nlbatch.RtnlSocket() as sock:
         # One write: the pair with the host end up, then both ends' indexes and MACs.
         try:
             answers = (nlbatch.Batch(f"creating veth {host_name} <-> {peer_name}")
                        .add("veth", nlbatch.new_veth(host_name, peer_name))
                        .add(host_name, nlbatch.get_link(host_name))
                        .add(peer_name, nlbatch.get_link(peer_name))
-                       .send(ipr))
+                       .send(sock))
         except Conflict:
             raise Conflict(f"interface {host_name} or {peer_name} of endpoint {endpoint_id} "
                            "exists already", {"host-interface": host_name}) from None
@@ -49,13 +50,13 @@ def create_docker_link(
         try:
             info = LinkInfo.from_links(host, peer, peer_name)
             write_sysctl(f"/proc/sys/net/ipv4/conf/{host_name}/proxy_arp", "1")
-            extra = []
+            extra: list[tuple[str, Any]] = []
             if ipv6 is not None and gw6 is not None:
                 write_sysctl(f"/proc/sys/net/ipv6/conf/{host_name}/proxy_ndp", "1")
                 extra.append((f"NDP proxy for {gw6}", nlbatch.proxy_neighbour(
                     index, ipaddress.ip_address(gw6).compressed)))
-            configure_host_side(ipr, info, ipv4, ipv6, extra)
+            configure_host_side(sock, info, ipv4, ipv6, extra)
             return info, peer_name
         except BaseException:
-            nlbatch.delete_link(ipr, index, host_name)
+            nlbatch.delete_link(sock, index, host_name)
             raise
