@@ -4,7 +4,7 @@
 ``commands`` (one agent call per command, via ``agent_client``) -> ``result`` (the
 answer in the config's spec version). ``errors`` holds the CNI codes and the one mapping
 from agent answers to them; ``args`` turns CNI_ARGS, ``args.cni.labels`` and Mesos'
-NetworkInfo into endpoint labels; ``check``/``netns_probe`` serve CHECK; ``install``
+NetworkInfo into endpoint labels; ``check``/``netns_path`` serve CHECK; ``install``
 writes the launcher and conflist. Nothing here imports Flask, requests or bcc: every
 exec pays for its imports.
 """

@@ -164,6 +164,9 @@ class AgentClient:
     def get_endpoint(self, ep_id: str) -> Response:
         return self.request("GET", f"/v1/endpoint/{ep_id}")
 
+    def get_interface(self, ep_id: str) -> Response:
+        return self.request("GET", f"/v1/endpoint/{ep_id}/interface")
+
     def delete_endpoint(self, ep_id: str) -> Response:
         return self.request("DELETE", f"/v1/endpoint/{ep_id}")
 

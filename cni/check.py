@@ -1,9 +1,10 @@
 """CHECK's verdict: does the container's network still match what ADD reported?
 
 Pure comparison of three views of one attachment: the ``prevResult`` the runtime
-cached, the agent's endpoint, and what the container's netns actually holds (as
-gathered by :mod:`cilium_py.cni.netns_probe`). Each mismatch is one sentence, so the
-runtime's event says what drifted rather than just "CHECK failed".
+cached, the agent's endpoint, and what the container's netns actually holds, which the
+agent reads from the kernel when asked (``GET /v1/endpoint/{id}/interface``). Each
+mismatch is one sentence, so the runtime's event says what drifted rather than just
+"CHECK failed".
 """
 
 from __future__ import annotations
@@ -29,30 +30,18 @@ def _route_key(dst: str, gw: str | None) -> tuple[str, str]:
     return _norm_prefix(dst), (gw or "").lower()
 
 
-def observed_from_ip_json(links: list[Doc], routes: list[Doc], ifname: str) -> Doc:
-    """``ip -j addr show dev IF`` and ``ip -j route`` (both families) -> a plain view."""
-    link = next((lk for lk in links if lk.get("ifname") == ifname), None)
-    if link is None:
+def observed_from_agent(doc: Doc) -> Doc:
+    """The agent's reading of the container interface (``GET
+    /v1/endpoint/{id}/interface``) -> the plain view ``compare`` takes."""
+    if not doc.get("exists"):
         return {"exists": False}
-    addresses = {_norm_prefix(f"{a['local']}/{a['prefixlen']}")
-                 for a in link.get("addr_info", [])
-                 if a.get("local") and a.get("scope") != "link"}
-    seen_routes = set()
-    for r in routes:
-        if r.get("dev") != ifname:
-            continue
-        dst = r.get("dst", "")
-        if dst == "default":
-            # The probe tags each route with the family it listed it under.
-            family = r.get("family") or (family_of(r["gateway"]) if r.get("gateway") else 4)
-            dst = "::/0" if family == 6 else "0.0.0.0/0"
-        seen_routes.add(_route_key(dst, r.get("gateway")))
     return {
         "exists": True,
-        "up": "UP" in (link.get("flags") or []),
-        "mac": (link.get("address") or "").lower(),
-        "addresses": addresses,
-        "routes": seen_routes,
+        "up": bool(doc.get("up")),
+        "mac": (doc.get("mac") or "").lower(),
+        "addresses": {_norm_prefix(f"{a['address']}/{a['prefixlen']}")
+                      for a in doc.get("addresses") or []},
+        "routes": {_route_key(r["dst"], r.get("gateway")) for r in doc.get("routes") or []},
     }
 
 

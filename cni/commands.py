@@ -86,18 +86,25 @@ def delete(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> No
 def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
     """Compare prevResult, the agent's endpoint and the netns; any drift is code 101."""
     from . import check as verdict
-    from . import netns_probe  # subprocess: only CHECK pays for it
+    from .netns_path import require_netns, same_netns
 
     if conf.prev_result is None:
         raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs the prevResult of the ADD")
+    runtime_ns = require_netns(env.netns)
     ep_id = ids.endpoint_id(env.container_id, env.ifname)
     resp = client.get_endpoint(ep_id)
     if resp.status != 200 or not isinstance(resp.body, dict):
         raise from_agent(resp.status, resp.body, f"get endpoint {ep_id}")
+    seen = client.get_interface(ep_id)
+    if seen.status != 200 or not isinstance(seen.body, dict):
+        raise from_agent(seen.status, seen.body, f"inspect the interface of endpoint {ep_id}")
     prev = result.parse(conf.prev_result, conf.cni_version)
-    links, routes = netns_probe.list_interface(env.netns, env.ifname)
-    observed = verdict.observed_from_ip_json(links, routes, env.ifname)
-    problems = verdict.compare(prev, resp.body, observed, env.ifname, env.netns)
+    problems = verdict.compare(prev, resp.body, verdict.observed_from_agent(seen.body),
+                               env.ifname, env.netns)
+    agent_ns = seen.body.get("netns")
+    if isinstance(agent_ns, str) and not same_netns(runtime_ns, agent_ns):
+        problems.insert(0, f"the agent attached endpoint {ep_id} to {agent_ns}, "
+                           f"not to CNI_NETNS {env.netns}")
     if problems:
         raise CNIError(CHECK_FAILED, problems[0], "; ".join(problems))
     log.debug("check passed", endpoint=ep_id)

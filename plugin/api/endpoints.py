@@ -51,6 +51,11 @@ def delete_endpoint(ep_id: str) -> Any:
     return "", 204
 
 
+@bp.get("/v1/endpoint/<ep_id>/interface")
+def get_interface(ep_id: str) -> Any:
+    return jsonify(_manager().interface(ep_id))
+
+
 @bp.patch("/v1/endpoint/<ep_id>/labels")
 def patch_labels(ep_id: str) -> Any:
     req = load(LabelsPatchSchema())

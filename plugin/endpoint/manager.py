@@ -117,6 +117,16 @@ class EndpointManager:
             raise NotFound(f"endpoint {ep_id} not found", {"id": ep_id})
         return ep
 
+    def interface(self, ep_id: str) -> dict[str, Any]:
+        """The endpoint's container interface as the kernel has it now (CNI CHECK
+        compares it with what ADD reported). Read here, with the netlink library the
+        agent has loaded, so the CNI plugin need not fork ``ip`` in the namespace."""
+        ep = self.get(ep_id)
+        if ep.docker or not ep.netns:
+            raise Conflict(f"endpoint {ep_id} is Docker's: dockerd owns its namespace",
+                           {"id": ep_id})
+        return {"netns": ep.netns, **plumbing.interface_view(ep.netns, ep.interface_name)}
+
     def by_ifindex(self, ifindex: int) -> Endpoint | None:
         with self._cache_lock:
             for ep in self._cache.values():

@@ -43,6 +43,7 @@ __all__ = [
     "LinkInfo",
     "PlumbingError",
     "container_link_check",
+    "interface_view",
     "container_routes",
     "create_endpoint_link",
     "delete_endpoint_link",
@@ -549,3 +550,12 @@ def container_link_check(netns_path: str, ifname: str) -> dict[str, Any]:
         state["routes"] = routes_via(cont, index)
         state["neighbours"] = neighbours_on(cont, index)
         return state
+
+
+def interface_view(netns_path: str, ifname: str) -> dict[str, Any]:
+    """``container_link_check`` for callers that report rather than fail (CNI CHECK):
+    ``{"exists": False, "reason": ...}`` when the interface or its namespace is gone."""
+    try:
+        return {"exists": True, **container_link_check(netns_path, ifname)}
+    except (NotFound, InvalidInput) as exc:
+        return {"exists": False, "reason": exc.message}

@@ -323,3 +323,25 @@ def test_kill_9_keeps_stream_and_restart_restores(node_netns, workdir, bpf_root,
                 restarted.stop()
     finally:
         agent.stop()
+
+
+def test_interface_reads_the_container_side_now(agent, endpoint_namespaces) -> None:
+    """What CNI CHECK compares: the agent reads the interface in the container's
+    namespace when asked, so drift made behind its back shows."""
+    ns = endpoint_namespaces()
+    ep = put_endpoint(agent, "ep-if", ns)
+    seen = agent.api("GET", "/v1/endpoint/ep-if/interface").json()
+    assert seen["exists"] and seen["netns"] == f"/var/run/netns/{ns}" and seen["up"]
+    assert seen["mac"] == ep["mac"]
+    assert {a["address"] for a in seen["addresses"]} == {ep["addressing"]["ipv4"],
+                                                         ep["addressing"]["ipv6"]}
+    assert {(r["dst"], r["gateway"]) for r in seen["routes"]} >= {
+        ("0.0.0.0/0", ep["gateway"]["ipv4"]), ("::/0", ep["gateway"]["ipv6"])}
+    nsh.ip(ns, "route", "del", "default")
+    seen = agent.api("GET", "/v1/endpoint/ep-if/interface").json()
+    assert ("0.0.0.0/0", ep["gateway"]["ipv4"]) not in {
+        (r["dst"], r["gateway"]) for r in seen["routes"]}
+    nsh.ip(ns, "link", "del", "eth0")
+    seen = agent.api("GET", "/v1/endpoint/ep-if/interface").json()
+    assert seen["exists"] is False and "eth0" in seen["reason"]
+    assert agent.api("GET", "/v1/endpoint/nope/interface").status_code == 404

@@ -5,7 +5,7 @@ every answer the agent can give, including the failures a real agent rarely prod
 on demand (pool exhausted, 503, a hang, garbage). The real agent is used by the e2e
 tests. With ``plumb=True`` the fake also puts an interface (a veth whose peer stays
 beside it) with the endpoint's addresses and routes into the container netns, so CHECK
-has something real to inspect.
+has something real to inspect (which it reads with the agent's own code).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from cilium_py.endpoint import plumbing
 
 
 class FakeAgent:
@@ -78,18 +80,22 @@ class FakeAgent:
         prefix = "/v1/endpoint/"
         if not path.startswith(prefix):
             return 404, {"error": "no such API route", "fields": {}}
-        ep_id = path[len(prefix):]
-        if method == "PUT":
+        ep_id, _, sub = path[len(prefix):].partition("/")
+        if method == "PUT" and not sub:
             return self._put(ep_id, body)
         with self.lock:
             ep = self.endpoints.get(ep_id)
-            if method == "DELETE" and ep is not None:
+            if method == "DELETE" and not sub and ep is not None:
                 del self.endpoints[ep_id]
         if ep is None:
             return 404, {"error": f"endpoint {ep_id} not found", "fields": {"id": ep_id}}
-        if method == "GET":
+        if method == "GET" and sub == "interface":
+            # The real agent's reading of the container's interface (pyroute2).
+            return 200, {"netns": ep["netns"],
+                         **plumbing.interface_view(ep["netns"], ep["interface-name"])}
+        if method == "GET" and not sub:
             return 200, ep
-        if method == "DELETE":
+        if method == "DELETE" and not sub:
             self._unplumb(ep)
             return 204, None
         return 405, {"error": "method not allowed", "fields": {}}

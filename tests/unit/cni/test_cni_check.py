@@ -5,35 +5,27 @@ from __future__ import annotations
 import copy
 
 from cilium_py.cni import check, result
-from cilium_py.cni.netns_probe import SEPARATOR, split_listing
 from tests.unit.cni.test_cni_result import ENDPOINT, NETNS
 
-LINKS = [{
-    "ifindex": 2, "ifname": "eth0", "flags": ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"],
-    "address": "02:00:00:00:00:05",
-    "addr_info": [
-        {"family": "inet", "local": "10.200.0.5", "prefixlen": 32, "scope": "global"},
-        {"family": "inet6", "local": "fd10:200::5", "prefixlen": 128, "scope": "global"},
-        {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"},
-    ],
-}]
-ROUTES4 = [{"dst": "default", "gateway": "10.200.0.1", "dev": "eth0", "flags": []},
-           {"dst": "10.200.0.1", "dev": "eth0", "scope": "link", "flags": []}]
-ROUTES6 = [{"dst": "fd10:200::1", "dev": "eth0", "metric": 1024, "flags": []},
-           {"dst": "fe80::/64", "dev": "eth0", "metric": 256, "flags": []},
-           {"dst": "default", "gateway": "fd10:200::1", "dev": "eth0", "flags": []}]
-
-
-def routes() -> list[dict]:
-    return [{**r, "family": 4} for r in ROUTES4] + [{**r, "family": 6} for r in ROUTES6]
+# GET /v1/endpoint/{id}/interface as the agent answers it for an intact attachment.
+SEEN = {
+    "exists": True, "netns": NETNS, "ifname": "eth0", "ifindex": 2,
+    "mac": "02:00:00:00:00:05", "up": True,
+    "addresses": [{"family": 4, "address": "10.200.0.5", "prefixlen": 32},
+                  {"family": 6, "address": "fd10:200::5", "prefixlen": 128}],
+    "routes": [{"family": 4, "dst": "0.0.0.0/0", "gateway": "10.200.0.1", "scope": "global"},
+               {"family": 4, "dst": "10.200.0.1/32", "gateway": None, "scope": "link"},
+               {"family": 6, "dst": "fd10:200::1/128", "gateway": None, "scope": "global"},
+               {"family": 6, "dst": "::/0", "gateway": "fd10:200::1", "scope": "global"}],
+}
 
 
 def prev(v: str = "1.0.0") -> dict:
     return result.parse(result.render(result.from_endpoint(ENDPOINT, "eth0", NETNS), v), v)
 
 
-def observed(links: list[dict] = LINKS, rts: list[dict] | None = None) -> dict:
-    return check.observed_from_ip_json(links, routes() if rts is None else rts, "eth0")
+def observed(**changes: object) -> dict:
+    return check.observed_from_agent({**copy.deepcopy(SEEN), **changes})
 
 
 def test_intact_attachment_has_no_problems() -> None:
@@ -42,16 +34,14 @@ def test_intact_attachment_has_no_problems() -> None:
 
 
 def test_missing_interface() -> None:
-    problems = check.compare(prev(), ENDPOINT, observed(links=[]), "eth0", NETNS)
+    problems = check.compare(prev(), ENDPOINT, observed(exists=False), "eth0", NETNS)
     assert problems == [f"interface 'eth0' does not exist in {NETNS}"]
 
 
 def test_down_interface_wrong_mac_missing_address_and_route() -> None:
-    link = copy.deepcopy(LINKS[0])
-    link["flags"] = ["BROADCAST"]
-    link["address"] = "02:00:00:00:00:99"
-    link["addr_info"] = link["addr_info"][1:]
-    problems = check.compare(prev(), ENDPOINT, observed([link], routes()[1:]), "eth0", NETNS)
+    seen = observed(up=False, mac="02:00:00:00:00:99", addresses=SEEN["addresses"][1:],
+                    routes=SEEN["routes"][1:])
+    problems = check.compare(prev(), ENDPOINT, seen, "eth0", NETNS)
     text = " | ".join(problems)
     assert "is down" in text
     assert "has MAC 02:00:00:00:00:99" in text
@@ -76,12 +66,3 @@ def test_default_routes_of_both_families_are_recognised() -> None:
     assert ("0.0.0.0/0", "10.200.0.1") in seen
     assert ("::/0", "fd10:200::1") in seen
     assert ("fd10:200::1/128", "") in seen
-
-
-def test_split_listing() -> None:
-    import json
-
-    text = "\n".join([json.dumps(LINKS), SEPARATOR, json.dumps(ROUTES4), SEPARATOR, ""])
-    links, rts = split_listing(text)
-    assert links[0]["ifname"] == "eth0"
-    assert {r["family"] for r in rts} == {4}

@@ -213,15 +213,24 @@ def test_check_needs_prev_result_and_0_4_0(run_cni: Run, fake_agent: FakeAgent,
                          netns=container_netns), 1, "0.3.1")
 
 
-def test_check_on_a_path_that_is_no_netns_is_io_error(
+def test_check_on_a_path_that_is_no_netns_is_an_invalid_environment(
         run_cni: Run, plumbing_agent: FakeAgent, container_netns: str, short_tmp: str) -> None:
     add = run_cni("ADD", conf_for(plumbing_agent), netns=container_netns)
     not_a_netns = Path(short_tmp, "plain-file")
     not_a_netns.write_text("")
     # The endpoint exists; the runtime passes a path that is not a network namespace.
     conf = conf_for(plumbing_agent, prevResult=add.doc)
-    res = run_cni("CHECK", conf, netns=str(not_a_netns))
-    assert_error(res, 5)
+    doc = assert_error(run_cni("CHECK", conf, netns=str(not_a_netns)), 4)
+    assert "not a network namespace" in doc["msg"]
+
+
+def test_check_in_another_netns_than_the_endpoints_fails(
+        run_cni: Run, plumbing_agent: FakeAgent, container_netns: str) -> None:
+    add = run_cni("ADD", conf_for(plumbing_agent), netns=container_netns)
+    conf = conf_for(plumbing_agent, prevResult=add.doc)
+    # A real network namespace, but not the one the endpoint was attached to.
+    doc = assert_error(run_cni("CHECK", conf, netns="/proc/self/ns/net"), 101)
+    assert "not to CNI_NETNS /proc/self/ns/net" in doc["msg"]
 
 
 # -- every error code --------------------------------------------------------------------
