@@ -32,47 +32,23 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 
 from tests.bench.common import percentile, require_root, sh
 from tests.e2e.docker.docker_e2e import (
     Plugin,
     build_busybox_image,
-    dockerd_up,
+    dockerd_running,
     start_root_agent,
 )
 
 LABELS_SET = "endpoint labels set"
 HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
-
-
-@contextmanager
-def running_dockerd() -> Iterator[None]:
-    proc = None
-    if not dockerd_up():
-        log = open(os.path.join(tempfile.gettempdir(), "cpyb-dockerd.log"), "ab")  # noqa: SIM115
-        proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while not dockerd_up():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("dockerd did not start")
-            time.sleep(0.5)
-    try:
-        yield
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
 
 
 def started_at(text: str) -> float:
@@ -146,7 +122,7 @@ def main() -> None:
     image = f"{prefix}-busybox"
     kinds = ("cilium-py", "bridge", "user-bridge")
     names: dict[str, list[str]] = {kind: [] for kind in kinds}
-    with running_dockerd():
+    with dockerd_running("cpyb-dockerd.log"):
         build_busybox_image(image)
         agent = None
         plugin = Plugin(prefix, f"/run/docker/plugins/{prefix}.sock",

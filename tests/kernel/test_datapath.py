@@ -10,14 +10,14 @@ the maps, counters and drop events.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.support import netns as tn
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.kernel
 
@@ -75,23 +75,8 @@ def node() -> Iterator[Node]:
         tn.remove_pins(bpf_root)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def find_event(node: Node, **match: Any) -> dict[str, Any] | None:
-    def look() -> dict[str, Any] | None:
-        for ev in node.dp.call(tn.drop_events):
-            if all(ev.get(k) == v for k, v in match.items()):
-                return ev
-        return None
-
-    return wait_for(look)
+    return tn.find_drop_event(node.dp, **match)
 
 
 def test_programs_and_entries_in_place(node: Node) -> None:
@@ -250,7 +235,7 @@ def test_arp_spoofing_is_dropped(node: Node) -> None:
     tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, spoof_ip)
     tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, spoof_mac)
 
-    assert wait_for(lambda: node.drops("invalid-source-ip") - before_ip == 1)
+    assert poll(lambda: node.drops("invalid-source-ip") - before_ip == 1)
     assert node.drops("invalid-source-mac") - before_mac == 1
     ev = find_event(node, reason_name="invalid-source-ip", src=ep2.ipv4, eth_proto=0x0806)
     assert ev is not None and ev["dst"] == node.topo.gw4
@@ -306,4 +291,4 @@ def test_unknown_l3_is_dropped(node: Node) -> None:
     frame = (bytes.fromhex(ep1.host_mac.replace(":", "")) + bytes.fromhex(ep1.mac.replace(":", ""))
              + b"\x88\xb5" + b"\0" * 46)  # IEEE local experimental ethertype
     tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, frame)
-    assert wait_for(lambda: node.drops("unsupported-l3") - before == 1)
+    assert poll(lambda: node.drops("unsupported-l3") - before == 1)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support import netns as tn
@@ -13,18 +10,8 @@ from tests.support import netns as tn
 pytestmark = pytest.mark.kernel
 
 
-@pytest.fixture
-def topo() -> Iterator[tn.NodeTopology]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    topo = tn.build_node(2)
-    try:
-        yield topo
-    finally:
-        topo.cleanup()
-
-
-def test_ipv4_only_datapath(topo: tn.NodeTopology) -> None:
+def test_ipv4_only_datapath(node_topology: tn.NodeTopology) -> None:
+    topo = node_topology
     ep1, ep2 = topo.endpoints
     with tn.bpf_root() as bpf_root, tn.NetnsWorker(topo.node) as node:
         node.call(tn.datapath_start, bpf_root, topo.endpoints, ipv6=False, ct_size=1024,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,17 +34,6 @@ PORT = 6001
 CHUNK = bytes(range(256)) * 4  # 1 KiB with a pattern: reordering or loss would show
 
 
-@pytest.fixture
-def topo() -> Iterator[tn.NodeTopology]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    topo = tn.build_node(2)
-    try:
-        yield topo
-    finally:
-        topo.cleanup()
-
-
 def _stream_ct(rows: list[dict], src: str) -> dict:
     found = [r for r in rows if r["protocol"] == "tcp" and r["dport"] == PORT
              and r["src"] == src and r["direction"] == "egress"]
@@ -60,7 +48,8 @@ def ingress_from(identity: int) -> ResolvedPolicy:
     return ResolvedPolicy(LabelSet(), ingress, DirectionPolicy(Direction.EGRESS, False, {}))
 
 
-def test_tcp_stream_survives_datapath_restart(topo: tn.NodeTopology) -> None:
+def test_tcp_stream_survives_datapath_restart(node_topology: tn.NodeTopology) -> None:
+    topo = node_topology
     ep1, ep2 = topo.endpoints
     bpf_root = os.path.join(tn.BPFFS, tn.unique_name())
     workers: list[tn.NetnsWorker] = []
@@ -157,7 +146,8 @@ def _start_and_map_ids(bpf_root: str, ct_size: int) -> dict[str, int]:
         dp.close()
 
 
-def test_resized_map_replaced_others_reused(topo: tn.NodeTopology) -> None:
+def test_resized_map_replaced_others_reused(node_topology: tn.NodeTopology) -> None:
+    topo = node_topology
     with tn.bpf_root() as bpf_root:
         first = tn.run_in_netns(topo.node, _start_and_map_ids, bpf_root, 4096, timeout=120)
         assert sorted(os.listdir(bpf_root)) == sorted(first)

@@ -12,8 +12,7 @@ enforced" at the end.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,23 +164,8 @@ def lab(node: Node) -> Iterator[Node]:
         node.call("flush_ct")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
-
-
 def find_event(node: Node, **match: Any) -> dict[str, Any] | None:
-    def look() -> dict[str, Any] | None:
-        for ev in node.dp.call(tn.drop_events):
-            if all(ev.get(k) == v for k, v in match.items()):
-                return ev
-        return None
-
-    return wait_for(look)
+    return tn.find_drop_event(node.dp, **match)
 
 
 FAMILIES = pytest.mark.parametrize("family", ["ipv4", "ipv6"])

@@ -51,6 +51,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.waiting import poll
+
 NETNS_DIR = "/var/run/netns"
 BPFFS = "/sys/fs/bpf"
 
@@ -769,6 +771,19 @@ def datapath_call(method: str, *args: Any, **kwargs: Any) -> Any:
 
 def drop_events() -> list[dict[str, Any]]:
     return list(_STATE.get("drop_events", []))
+
+
+def find_drop_event(worker: NetnsWorker, timeout: float = 3.0,
+                    **match: Any) -> dict[str, Any] | None:
+    """The first drop event seen by the datapath in ``worker`` whose fields match."""
+
+    def look() -> dict[str, Any] | None:
+        for ev in worker.call(drop_events):
+            if all(ev.get(k) == v for k, v in match.items()):
+                return ev
+        return None
+
+    return poll(look, timeout)
 
 
 def drop_events_clear() -> None:

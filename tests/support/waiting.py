@@ -22,3 +22,14 @@ def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached in {timeout}s (last: {value!r})")
         time.sleep(interval)
+
+
+def poll(check: Callable[[], T], timeout: float = 3.0, interval: float = 0.05) -> T:
+    """``check()``'s first truthy value, or its last value after ``timeout`` seconds
+    (for asserts that want to show what was there instead)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -22,7 +19,7 @@ from docker_e2e import (
     Plugin,
     build_busybox_image,
     docker,
-    dockerd_up,
+    dockerd_running,
     run,
     start_root_agent,
 )
@@ -36,25 +33,11 @@ def dockerd() -> Iterator[None]:
     require_root()
     if shutil.which("dockerd") is None or shutil.which("docker") is None:
         pytest.skip("docker.io is not installed (packaging/install.sh test installs it)")
-    proc = None
-    if not dockerd_up():
-        log = open(os.path.join(tempfile.gettempdir(), "cpyt-dockerd.log"), "ab")  # noqa: SIM115
-        proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while not dockerd_up():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("dockerd did not start; see /tmp/cpyt-dockerd.log")
-            time.sleep(0.5)
     try:
-        yield
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        with dockerd_running("cpyt-dockerd.log"):
+            yield
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,33 @@ def dockerd_up() -> bool:
     if shutil.which("docker") is None:
         return False
     return docker("info", check=False, timeout=20).returncode == 0
+
+
+@contextmanager
+def dockerd_running(log_name: str) -> Iterator[None]:
+    """A running dockerd; started (and stopped again by its pid) only when none was
+    running. RuntimeError when it does not come up within a minute."""
+    proc = None
+    if not dockerd_up():
+        log_path = os.path.join(tempfile.gettempdir(), log_name)
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + 60
+        while not dockerd_up():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"dockerd did not start; see {log_path}")
+            time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def is_static_elf(path: str) -> bool:
