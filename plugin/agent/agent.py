@@ -196,10 +196,14 @@ class Agent:
     def _endpoints_health(self) -> dict[str, Any]:
         eps = self.endpoints.list()
         not_ready = [e.id for e in eps if e.state != "ready"]
+        # Deleted endpoints whose veth the reaper has not removed yet: a number that
+        # stays up means veth deletion is stuck in the kernel.
+        removing = self.endpoints.reaper.pending()
         return {
             "status": "degraded" if not_ready else "ok",
-            "message": f"{len(eps)} endpoints, {len(eps) - len(not_ready)} ready",
-            "details": {"not-ready": not_ready[:20]},
+            "message": f"{len(eps)} endpoints, {len(eps) - len(not_ready)} ready"
+                       + (f", {removing} deleted ones being removed" if removing else ""),
+            "details": {"not-ready": not_ready[:20], "being-removed": removing},
         }
 
     def _policy_health(self) -> dict[str, Any]:
