@@ -15,12 +15,15 @@ a pyroute2 ``IPRoute`` socket that the caller may pass in (and keep open).
 
 from __future__ import annotations
 
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Literal
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_NEWQDISC, RTM_NEWTFILTER
+from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
 from ..endpoint import nlbatch
 
@@ -29,7 +32,9 @@ Direction = Literal["ingress", "egress"]
 # clsact's pseudo parents, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_{INGRESS,EGRESS}).
 PARENT = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 CLSACT_HANDLE = 0xFFFF0000
+TC_H_CLSACT = 0xFFFFFFF1
 ETH_P_ALL = 0x0003
+TCA_BPF_FLAG_ACT_DIRECT = 1
 
 DEFAULT_PRIO = 1
 DEFAULT_HANDLE = 1
@@ -123,10 +128,20 @@ def attach_programs(
     one and its filters) and the filters go to the kernel in one write, which is what
     attaching an endpoint costs, instead of three round trips."""
     batch = nlbatch.Batch(f"attaching programs to ifindex {ifindex}")
-    batch.add("clsact", nlbatch.replace_clsact(ifindex))
+    # replace: an existing clsact stays, with its filters.
+    batch.add("clsact", nlbatch.message(
+        tcmsg, RTM_NEWQDISC, nlbatch.REPLACE,
+        {"index": ifindex, "handle": CLSACT_HANDLE, "parent": TC_H_CLSACT},
+        [("TCA_KIND", "clsact")]))
+    # The protocol in network byte order below the priority, as tc(8) encodes it.
+    info = (prio << 16) | socket.htons(ETH_P_ALL)
     for direction, (prog_fd, name) in programs.items():
-        batch.add(f"{direction} filter", nlbatch.replace_bpf_filter(
-            ifindex, PARENT[direction], prog_fd, name, prio=prio, handle=handle))
+        batch.add(f"{direction} filter", nlbatch.message(
+            tcmsg, RTM_NEWTFILTER, nlbatch.REPLACE,
+            {"index": ifindex, "handle": handle, "parent": PARENT[direction], "info": info},
+            [("TCA_KIND", "bpf"), ("TCA_OPTIONS", {"attrs": [
+                ("TCA_BPF_CLASSID", 1), ("TCA_BPF_FD", prog_fd), ("TCA_BPF_NAME", name),
+                ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})]))
     batch.send(sock)
 
 

@@ -177,10 +177,6 @@ class EndpointManager:
                     {"netns": req["netns"]},
                 )
             netns_id = _netns_id(req["netns"])
-        # A veth of a just-deleted endpoint (this one, or one in the same container)
-        # may still be on its way out: let it go first.
-        self.reaper.wait_for(plumbing.host_ifname(ep_id), netns_id)
-        if not docker:
             with self._cache_lock:
                 other = next((e for e in self._cache.values()
                               if e.netns_id == netns_id and e.id != ep_id), None)
@@ -192,6 +188,9 @@ class EndpointManager:
                     f"({other.interface_name}, endpoint {other.id}); a container gets one",
                     {"netns": req["netns"]},
                 )
+        # A veth of a just-deleted endpoint (this one, or one in the same container)
+        # may still be on its way out: let it go first.
+        self.reaper.wait_for(plumbing.host_ifname(ep_id), netns_id)
         ep = Endpoint(
             id=ep_id,
             netns=req.get("netns"),

@@ -51,9 +51,13 @@ def kernel_step(what: str) -> Iterator[None]:
         raise PlumbingError(message) from None
 
 
+# The errors that mean "not there" (already gone, when deleting).
+MISSING = frozenset({errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL})
+
+
 def ignore_missing(exc: NetlinkError) -> bool:
     """True for the errors that mean "already gone" when deleting."""
-    return exc.code in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL)
+    return exc.code in MISSING
 
 
 def find_link(ipr: IPRoute, ifname: str) -> Any | None:

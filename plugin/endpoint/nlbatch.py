@@ -4,9 +4,9 @@ Why: attaching an endpoint is some twenty small kernel requests (veth, addresses
 neighbours, routes, tc). Through pyroute2's one-call-per-request API each costs about
 0.3 ms of Python (an asyncio round through its event loop plus message parsing),
 several times what the kernel spends. The requests of one step do not depend on each
-other's answers, so they are encoded with pyroute2's own message classes and handed to
-its ``nlm_request_batch``, which writes them in one ``send`` and collects the answers:
-one round trip per step instead of one per request.
+other's answers, so they are encoded with pyroute2's own message classes and written
+in one ``send`` on a plain rtnetlink socket (``RtnlSocket``), whose answers are read
+back the same way: one round trip per step instead of one per request.
 
 The kernel runs every request of a batch even when an earlier one fails; callers undo
 a failed step the way they undo any other failure (deleting the veth takes everything
@@ -15,7 +15,6 @@ with it). The first error is raised as the agent's exception, naming the step.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import socket
@@ -31,17 +30,14 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWNEIGH,
-    RTM_NEWQDISC,
     RTM_NEWROUTE,
-    RTM_NEWTFILTER,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
-from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from .netlink import IFF_UP, NUD_PERMANENT, RT_SCOPE_LINK, RT_TABLE_MAIN, kernel_step
+from .netlink import IFF_UP, MISSING, NUD_PERMANENT, RT_SCOPE_LINK, RT_TABLE_MAIN, kernel_step
 
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
@@ -51,14 +47,10 @@ RTPROT_BOOT = 3  # what `ip route add` and pyroute2 put on routes they add
 RTN_UNICAST = 1
 RT_SCOPE_UNIVERSE = 0
 NTF_PROXY = 0x08
-TC_H_CLSACT = 0xFFFFFFF1
-CLSACT_HANDLE = 0xFFFF0000
-TCA_BPF_FLAG_ACT_DIRECT = 1
-ETH_P_ALL = 0x0003
 
 
-def _msg(cls: type, msg_type: int, flags: int, fields: dict[str, int],
-         attrs: list[tuple[str, Any]]) -> Any:
+def message(cls: type, msg_type: int, flags: int, fields: dict[str, int],
+            attrs: list[tuple[str, Any]]) -> Any:
     msg = cls()
     for key, value in fields.items():
         msg[key] = value
@@ -90,15 +82,15 @@ def new_veth(host_name: str, peer_name: str, peer_netns_fd: int | None = None,
         ("IFLA_INFO_KIND", "veth"),
         ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer})]}),
     ]}))
-    return _msg(ifinfmsg, RTM_NEWLINK, CREATE, {"flags": IFF_UP, "change": IFF_UP}, attrs)
+    return message(ifinfmsg, RTM_NEWLINK, CREATE, {"flags": IFF_UP, "change": IFF_UP}, attrs)
 
 
 def get_link(name: str) -> Any:
-    return _msg(ifinfmsg, RTM_GETLINK, REQUEST, {}, [("IFLA_IFNAME", name)])
+    return message(ifinfmsg, RTM_GETLINK, REQUEST, {}, [("IFLA_IFNAME", name)])
 
 
 def link_up(index: int) -> Any:
-    return _msg(ifinfmsg, RTM_NEWLINK, REQUEST, {"index": index, "flags": IFF_UP,
+    return message(ifinfmsg, RTM_NEWLINK, REQUEST, {"index": index, "flags": IFF_UP,
                                                  "change": IFF_UP}, [])
 
 
@@ -114,20 +106,20 @@ def add_address(index: int, addr: Any, prefixlen: int) -> Any:
     attrs: list[tuple[str, Any]] = [("IFA_LOCAL", text), ("IFA_ADDRESS", text)]
     if family == 10:
         attrs = [("IFA_ADDRESS", text)]
-    return _msg(ifaddrmsg, RTM_NEWADDR, CREATE,
+    return message(ifaddrmsg, RTM_NEWADDR, CREATE,
                 {"family": family, "prefixlen": prefixlen, "index": index, "flags": flags},
                 attrs)
 
 
 def permanent_neighbour(index: int, addr: Any, lladdr: str, *, replace: bool = False) -> Any:
-    return _msg(ndmsg, RTM_NEWNEIGH, REPLACE if replace else CREATE,
+    return message(ndmsg, RTM_NEWNEIGH, REPLACE if replace else CREATE,
                 {"family": _family(addr), "ifindex": index, "state": NUD_PERMANENT},
                 [("NDA_DST", str(addr)), ("NDA_LLADDR", lladdr)])
 
 
 def proxy_neighbour(index: int, addr: Any) -> Any:
     """An NDP proxy entry: the device answers neighbour solicitations for ``addr``."""
-    return _msg(ndmsg, RTM_NEWNEIGH, CREATE,
+    return message(ndmsg, RTM_NEWNEIGH, CREATE,
                 {"family": _family(addr), "ifindex": index, "flags": NTF_PROXY},
                 [("NDA_DST", str(addr))])
 
@@ -135,7 +127,7 @@ def proxy_neighbour(index: int, addr: Any) -> Any:
 def host_route(index: int, addr: Any, *, scope_link: bool = False) -> Any:
     """A /32 or /128 route to ``addr`` out of ``index``."""
     family = _family(addr)
-    return _msg(rtmsg, RTM_NEWROUTE, CREATE,
+    return message(rtmsg, RTM_NEWROUTE, CREATE,
                 {"family": family, "dst_len": 32 if family == 2 else 128,
                  "table": RT_TABLE_MAIN, "proto": RTPROT_BOOT, "type": RTN_UNICAST,
                  "scope": RT_SCOPE_LINK if scope_link else RT_SCOPE_UNIVERSE},
@@ -143,31 +135,10 @@ def host_route(index: int, addr: Any, *, scope_link: bool = False) -> Any:
 
 
 def default_route(index: int, gateway: Any) -> Any:
-    return _msg(rtmsg, RTM_NEWROUTE, CREATE,
+    return message(rtmsg, RTM_NEWROUTE, CREATE,
                 {"family": _family(gateway), "dst_len": 0, "table": RT_TABLE_MAIN,
                  "proto": RTPROT_BOOT, "type": RTN_UNICAST, "scope": RT_SCOPE_UNIVERSE},
                 [("RTA_GATEWAY", str(gateway)), ("RTA_OIF", index)])
-
-
-# -- tc --------------------------------------------------------------------------------
-
-
-def replace_clsact(index: int) -> Any:
-    """clsact on ``index``; an existing clsact stays, with its filters."""
-    return _msg(tcmsg, RTM_NEWQDISC, REPLACE,
-                {"index": index, "handle": CLSACT_HANDLE, "parent": TC_H_CLSACT},
-                [("TCA_KIND", "clsact")])
-
-
-def replace_bpf_filter(index: int, parent: int, prog_fd: int, name: str, *,
-                       prio: int, handle: int) -> Any:
-    """A direct-action cls_bpf filter, replaced in place when one is at prio/handle."""
-    info = (prio << 16) | int.from_bytes(ETH_P_ALL.to_bytes(2, "big"), "little")
-    return _msg(tcmsg, RTM_NEWTFILTER, REPLACE,
-                {"index": index, "handle": handle, "parent": parent, "info": info},
-                [("TCA_KIND", "bpf"), ("TCA_OPTIONS", {"attrs": [
-                    ("TCA_BPF_CLASSID", 1), ("TCA_BPF_FD", prog_fd), ("TCA_BPF_NAME", name),
-                    ("TCA_BPF_FLAGS", TCA_BPF_FLAG_ACT_DIRECT)]})])
 
 
 # -- sending ---------------------------------------------------------------------------
@@ -233,7 +204,7 @@ class RtnlSocket:
             buf = self.sock.recv(1 << 16)
             off = 0
             while off + _HEADER.size <= len(buf):
-                length, kind, flags, seq, _pid = _HEADER.unpack_from(buf, off)
+                length, kind, _flags, seq, _pid = _HEADER.unpack_from(buf, off)
                 if length < _HEADER.size:
                     break
                 index = seq - first
@@ -284,45 +255,40 @@ class Batch:
         answers, errors = sock.exchange(self.msgs)
         if errors:
             index = min(errors)
-            code, detail = errors[index]
-            reason = os.strerror(code) + (f" ({detail})" if detail else "")
             with kernel_step(f"{self.what}: {self.labels[index]}"):
-                raise NetlinkError(code, reason)
-        links = []
-        for index in sorted(answers):
-            for raw in answers[index]:
-                if _HEADER.unpack_from(raw)[1] == RTM_NEWLINK:
-                    msg = ifinfmsg(raw)
-                    msg.decode()
-                    links.append(msg)
-        return links
+                raise _refused(errors[index])
+        return [_decode_link(raw) for index in sorted(answers) for raw in answers[index]
+                if _HEADER.unpack_from(raw)[1] == RTM_NEWLINK]
 
 
-def get_links(sock: RtnlSocket, *names: str) -> dict[str, Any | None]:
-    """The link message of each name, None for a name that does not exist."""
-    out: dict[str, Any | None] = {}
-    for name in names:
-        answers, errors = sock.exchange([get_link(name)])
-        out[name] = None
-        if errors:
-            code = next(iter(errors.values()))[0]
-            if code not in (errno.ENODEV, errno.ENOENT):
-                raise NetlinkError(code, os.strerror(code))
-        for raw in answers.get(0, []):
-            msg = ifinfmsg(raw)
-            msg.decode()
-            out[name] = msg
-    return out
+def _refused(refusal: Refusal) -> NetlinkError:
+    code, detail = refusal
+    return NetlinkError(code, os.strerror(code) + (f" ({detail})" if detail else ""))
+
+
+def _decode_link(raw: bytes) -> Any:
+    msg = ifinfmsg(raw)
+    msg.decode()
+    return msg
+
+
+def lookup_link(sock: RtnlSocket, name: str) -> Any | None:
+    """The link message of ``name``, None when there is no such link."""
+    answers, errors = sock.exchange([get_link(name)])
+    if errors:
+        if errors[0][0] in MISSING:
+            return None
+        raise _refused(errors[0])
+    return _decode_link(answers[0][0])
 
 
 def delete_link(sock: RtnlSocket, index: int, name: str) -> bool:
     """Delete a link; False when it was gone already."""
-    msg = _msg(ifinfmsg, RTM_DELLINK, REQUEST, {"index": index}, [])
-    _answers, errors = sock.exchange([msg])
+    _answers, errors = sock.exchange([message(ifinfmsg, RTM_DELLINK, REQUEST,
+                                              {"index": index}, [])])
     if errors:
-        code, detail = errors[0]
-        if code in (errno.ENODEV, errno.ENOENT):
+        if errors[0][0] in MISSING:
             return False
         with kernel_step(f"deleting {name}"):
-            raise NetlinkError(code, os.strerror(code) + (f" ({detail})" if detail else ""))
+            raise _refused(errors[0])
     return True

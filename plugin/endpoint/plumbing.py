@@ -339,12 +339,12 @@ def create_endpoint_link(
 def _name_conflict(host: nlbatch.RtnlSocket, cont: nlbatch.RtnlSocket, host_name: str,
                    ifname: str, netns_path: str, endpoint_id: str) -> None:
     """After the kernel said "exists": name which of the two names is taken."""
-    if nlbatch.get_links(host, host_name)[host_name] is not None:
+    if nlbatch.lookup_link(host, host_name) is not None:
         raise Conflict(
             f"host interface {host_name} of endpoint {endpoint_id} exists already",
             {"host-interface": host_name},
         )
-    if nlbatch.get_links(cont, ifname)[ifname] is not None:
+    if nlbatch.lookup_link(cont, ifname) is not None:
         raise Conflict(
             f"interface {ifname} already exists in {netns_path}",
             {"interface-name": ifname},
@@ -362,7 +362,7 @@ def delete_endpoint_link(
     """
     check_ifname(host_ifname, "host interface name")
     with nlbatch.RtnlSocket() as host:
-        msg = nlbatch.get_links(host, host_ifname)[host_ifname]
+        msg = nlbatch.lookup_link(host, host_ifname)
         if msg is None:
             return False
         if not _is_endpoint_veth(msg, host_ifname):

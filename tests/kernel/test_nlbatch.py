@@ -70,8 +70,8 @@ def test_a_refusal_names_its_request(worker) -> None:
 
 def _delete(name: str) -> list[bool]:
     with nlbatch.RtnlSocket() as sock:
-        link = nlbatch.get_links(sock, name)[name]
-        assert nlbatch.get_links(sock, "cpyt_none")["cpyt_none"] is None
+        link = nlbatch.lookup_link(sock, name)
+        assert nlbatch.lookup_link(sock, "cpyt_none") is None
         return [nlbatch.delete_link(sock, link["index"], name),
                 nlbatch.delete_link(sock, link["index"], name)]
 
