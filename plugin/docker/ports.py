@@ -36,6 +36,19 @@ EPHEMERAL_FIRST, EPHEMERAL_LAST = 49153, 60999
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 
+def _jumps(family: int) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(table, built-in chain, rule) of the jumps into the plugin's own chains: DNAT for
+    traffic to the host's addresses (from outside and from the host itself, loopback
+    aside) and the FORWARD accept chain."""
+    local = ("-m", "addrtype", "--dst-type", "LOCAL")
+    loopback = "127.0.0.0/8" if family == 4 else "::1/128"
+    return [
+        ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
+        ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
+        ("filter", "FORWARD", ("-j", FWD_CHAIN)),
+    ]
+
+
 @dataclass(frozen=True)
 class Binding:
     """One published port, resolved: ``host_port`` is a concrete port."""
@@ -160,14 +173,7 @@ class IptablesPublisher:
                 self._ipt(family, "-t", table, "-N", chain)
             except Unavailable:
                 pass  # exists already
-        local = ("-m", "addrtype", "--dst-type", "LOCAL")
-        loopback = "127.0.0.0/8" if family == 4 else "::1/128"
-        jumps = [
-            ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
-            ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
-            ("filter", "FORWARD", ("-j", FWD_CHAIN)),
-        ]
-        for table, parent, rule in jumps:
+        for table, parent, rule in _jumps(family):
             if not self._has(family, table, parent, *rule):
                 self._ipt(family, "-t", table, "-I", parent, "1", *rule)
         self._ready.add(family)
@@ -280,15 +286,8 @@ class IptablesPublisher:
         with self._lock:
             if self.endpoints_with_rules():
                 return False
-            local = ("-m", "addrtype", "--dst-type", "LOCAL")
             for family in (4, 6):
-                loopback = "127.0.0.0/8" if family == 4 else "::1/128"
-                jumps = [
-                    ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
-                    ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
-                    ("filter", "FORWARD", ("-j", FWD_CHAIN)),
-                ]
-                for table, parent, rule in jumps:
+                for table, parent, rule in _jumps(family):
                     while self._has(family, table, parent, *rule):
                         self._ipt(family, "-t", table, "-D", parent, *rule)
                 for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
