@@ -160,7 +160,8 @@ stop() {
 test_deps() {
     deps
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
-        docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins
+        docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins \
+        etcd-server openssl
     make_venv "[test]" 1
 }
 

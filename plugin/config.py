@@ -64,7 +64,17 @@ class AgentConfig:
     state_dir: str = _setting("/var/lib/cilium-py", str, "state directory (embedded store)")
     socket: str = _setting(DEFAULT_SOCKET, str, "path of the agent's API unix socket")
     bpf_root: str = _setting("/sys/fs/bpf/cilium-py", str, "pin path for BPF maps")
-    store: str = _setting("", str, "store URL; empty: embedded store in the state dir")
+    store: str = _setting(
+        "", str, "store URL: empty (embedded store in the state dir), sqlite:///PATH or "
+        "etcd://HOST:PORT[,HOST:PORT...]"
+    )
+    etcd_ca_file: str | None = _setting(
+        None, _optional_str, "etcd: CA bundle that signs the etcd servers (turns TLS on)"
+    )
+    etcd_cert_file: str | None = _setting(
+        None, _optional_str, "etcd: client certificate (with --etcd-key-file)"
+    )
+    etcd_key_file: str | None = _setting(None, _optional_str, "etcd: client certificate key")
     log_format: str = _setting("json", _choice("json", "console"), "json or console")
     log_level: str = _setting(
         "info", _choice("debug", "info", "warning", "error"), "minimum log level"

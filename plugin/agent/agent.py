@@ -21,7 +21,7 @@ from ..endpoint.masquerade import Masquerade
 from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..logs import get_logger
-from ..store import Store, open_store
+from ..store import EtcdTLS, Store, open_store
 from . import prereqs
 from .monitor import EventHub
 from .policy_manager import PolicyManager
@@ -37,7 +37,8 @@ class Agent:
     ) -> None:
         self.config = config
         self.started = time.monotonic()
-        self.store = store or open_store(config.store, config.state_dir)
+        self.store = store or open_store(config.store, config.state_dir, EtcdTLS(
+            config.etcd_ca_file, config.etcd_cert_file, config.etcd_key_file))
         self._probes: dict[str, HealthProbe] = {}
         self.register_probe("store", self._store_health)
         self.register_probe("datapath-prerequisites", self._prereq_health)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 
 from .base import Event, KeyValue, Store, StoreError
+from .tls import EtcdTLS
 
-__all__ = ["Event", "KeyValue", "Store", "StoreError", "open_store"]
+__all__ = ["EtcdTLS", "Event", "KeyValue", "Store", "StoreError", "open_store"]
 
 
-def open_store(url: str | None, state_dir: str) -> Store:
+def open_store(url: str | None, state_dir: str, tls: EtcdTLS | None = None) -> Store:
     """Open the store named by ``url``; None or "" means the embedded store in
-    ``state_dir``. ``sqlite:///path`` names another file; ``etcd://`` is reserved for the
-    cluster backend.
+    ``state_dir``. ``sqlite:///path`` names another file; ``etcd://host:port[,...]`` (or
+    ``etcds://`` for TLS, also implied by ``tls``) the cluster store.
     """
     from .sqlite import SQLiteStore
 
@@ -20,6 +21,10 @@ def open_store(url: str | None, state_dir: str) -> Store:
         return SQLiteStore(os.path.join(state_dir, "store.db"))
     if url.startswith("sqlite://"):
         return SQLiteStore(url[len("sqlite://") :])
-    if url.startswith("etcd://"):
-        raise StoreError("the etcd store backend is not available yet; use the embedded store")
-    raise StoreError(f"unknown store URL {url!r}: use sqlite:///PATH or leave it empty")
+    if url.startswith(("etcd://", "etcds://")):
+        from .etcd import EtcdStore
+
+        return EtcdStore(url, tls=tls)
+    raise StoreError(
+        f"unknown store URL {url!r}: use sqlite:///PATH, etcd://HOST:PORT or leave it empty"
+    )
