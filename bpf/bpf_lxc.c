@@ -42,6 +42,7 @@
 #include "lib/drop.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/overlay.h"
 
 struct arp_eth {
 	__be16 hrd;
@@ -169,6 +170,14 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 		return deliver_local(skb, cfg, pkt, dst, ct, now);
 	if (state == CT_NEW && ct_create(skb, pkt, CT_EGRESS, 0, cfg->identity, now) < 0)
 		return drop_from(skb, pkt, DROP_CT_ERROR, cfg);
+	if (pkt->ttl > 1) {
+		int ret = overlay_send(skb, pkt, cfg->identity);
+
+		if (ret == -2)
+			return drop_from(skb, pkt, DROP_WRITE_ERROR, cfg);
+		if (ret >= 0)
+			return ret;
+	}
 	return to_stack(skb);
 }
 
@@ -309,6 +318,70 @@ int to_container(struct __sk_buff *skb)
 #endif
 	default:
 		/* ARP and anything else from the node itself. */
+		return TC_ACT_OK;
+	}
+}
+
+/*
+ * tc ingress of the VXLAN device: traffic from endpoints on other nodes, with
+ * the sender's identity as the tunnel id (lib/overlay.h). Delivered straight
+ * into the destination container after its conntrack and ingress policy, like
+ * direct delivery between local endpoints; what is not for a local endpoint
+ * goes to the host stack.
+ */
+static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_info *pkt)
+{
+	struct endpoint_info *dst = lookup_endpoint(pkt);
+	__u32 remote, now;
+
+	if (!dst)
+		return TC_ACT_OK;
+	remote = overlay_source_identity(skb);
+	if (!remote)
+		return send_drop(skb, pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, 0, dst->identity);
+	now = ct_now();
+	if (ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
+		if (policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS) < 0)
+			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
+					 dst->ifindex, remote, dst->identity);
+		if (ct_create(skb, pkt, CT_INGRESS, 0, remote, now) < 0)
+			return send_drop(skb, pkt, DROP_CT_ERROR, DIR_TO_CONTAINER, dst->ep_id,
+					 dst->ifindex, remote, dst->identity);
+	}
+	if (pkt->ttl <= 1)
+		return TC_ACT_OK;	/* the host stack sends time exceeded */
+	if (fwd_rewrite(skb, pkt, dst->node_mac, dst->mac) < 0)
+		return send_drop(skb, pkt, DROP_WRITE_ERROR, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, remote, dst->identity);
+	metric_count(METRIC_FROM_OVERLAY, skb->len);
+	return bpf_redirect_peer(dst->ifindex, 0);
+}
+
+int from_overlay(struct __sk_buff *skb)
+{
+	struct pkt_info pkt = {};
+
+	if (eth_load(skb, &pkt) < 0)
+		return TC_ACT_OK;
+	switch (pkt.eth_proto) {
+#ifdef ENABLE_IPV4
+	case ETH_P_IP_:
+		if (ipv4_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
+			return send_drop(skb, &pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, 0,
+					 skb->ifindex, 0, 0);
+		return from_overlay_ip(skb, &pkt);
+#endif
+#ifdef ENABLE_IPV6
+	case ETH_P_IPV6_:
+		if (ipv6_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
+			return send_drop(skb, &pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, 0,
+					 skb->ifindex, 0, 0);
+		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type))
+			return TC_ACT_OK;
+		return from_overlay_ip(skb, &pkt);
+#endif
+	default:
 		return TC_ACT_OK;
 	}
 }

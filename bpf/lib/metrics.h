@@ -13,6 +13,9 @@
 #define METRIC_FROM_EP_LOCAL 1		/* from_container: redirected to a local endpoint */
 #define METRIC_TO_EP_FROM_STACK 2	/* to_container: delivered from the host stack */
 #define METRIC_CT_CREATED 3		/* new conntrack entries */
+/* 4-7 left for the endpoint programs; the overlay counts from 8. */
+#define METRIC_FROM_EP_OVERLAY 8	/* from_container: sent into the overlay */
+#define METRIC_FROM_OVERLAY 9		/* from_overlay: delivered to a local endpoint */
 
 struct metric_value {
 	__u64 packets;

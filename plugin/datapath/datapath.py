@@ -67,7 +67,9 @@ from .maps import (
     IPCACHE,
     LXC,
     METRICS,
+    NODE,
     POLICY,
+    TUNNEL,
     DropReason,
     EndpointInfo,
     EndpointKey,
@@ -81,6 +83,7 @@ from .maps import (
     mac_bytes,
     mac_str,
 )
+from .overlay import TunnelTable, set_node_config
 from .policy import flags_dict, resolved_entries, resolved_flags
 from .tables import IpcacheTable, PolicyTable
 
@@ -128,6 +131,7 @@ class Datapath:
         self._maps: dict[str, PinnedMap[Any, Any]] = {}
         self._policy: PolicyTable | None = None
         self._ipcache: IpcacheTable | None = None
+        self._tunnel: TunnelTable | None = None
         # Policy part of each endpoint's flags word, by endpoint id: survives a
         # re-attach, which rewrites the endpoint's config entries.
         self._policy_flags: dict[int, int] = {}
@@ -217,6 +221,7 @@ class Datapath:
         self._maps.clear()
         self._policy = None
         self._ipcache = None
+        self._tunnel = None
 
     # -- endpoints ------------------------------------------------------------
 
@@ -515,6 +520,33 @@ class Datapath:
         """Every ipcache entry as {prefix, identity}."""
         with self._lock:
             return self._ipcache_table().rows()
+
+    # -- overlay --------------------------------------------------------------
+
+    def set_tunnel_routes(self, ranges: dict[str, str]) -> dict[str, int]:
+        """Remote endpoint ranges -> their node's address (the full desired set)."""
+        with self._lock:
+            if self._tunnel is None:
+                self._tunnel = TunnelTable(self._map(TUNNEL))
+            return self._tunnel.sync(ranges)
+
+    def tunnel_entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._tunnel is None:
+                self._tunnel = TunnelTable(self._map(TUNNEL))
+            return self._tunnel.rows()
+
+    def attach_overlay(self, ifindex: int) -> None:
+        """Put ``from_overlay`` on the tunnel device's tc ingress and point the
+        endpoint programs at it; 0 turns the overlay off (direct routing)."""
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            if ifindex:
+                with RtnlSocket() as sock:
+                    attach.attach_programs(sock, ifindex, {
+                        "ingress": (self._loaded.fds["from_overlay"], "from_overlay")})
+            set_node_config(self._map(NODE), ifindex)
 
     # -- conntrack ------------------------------------------------------------
 

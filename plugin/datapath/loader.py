@@ -36,7 +36,7 @@ from .maps import MapSpec, map_specs
 log = logging.getLogger("cilium_py.datapath")
 
 MAIN_PROGRAM = "bpf_lxc.c"
-PROGRAMS = ("from_container", "to_container")
+PROGRAMS = ("from_container", "to_container", "from_overlay")
 BPF_FS_TYPE = "bpf"
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')

@@ -156,6 +156,18 @@ class IpcacheValue(ctypes.Structure):
     _fields_ = [("identity", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
+class TunnelValue(ctypes.Structure):
+    """struct tunnel_value: the node that holds an endpoint range."""
+
+    _fields_ = [("node_addr", Addr16), ("family", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3)]
+
+
+class NodeConfig(ctypes.Structure):
+    """struct node_config (bpf/lib/overlay.h)."""
+
+    _fields_ = [("tunnel_ifindex", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
 class PolicyKey(ctypes.Structure):
     """struct policy_key: dport in network byte order; 0 fields mean any."""
 
@@ -212,7 +224,7 @@ class DropEvent(ctypes.Structure):
 for _struct, _size in (
     (EndpointKey, 20), (EndpointInfo, 32), (EpConfig, 64), (CtKey4, 16), (CtKey6, 40),
     (CtEntry, 56), (MetricValue, 16), (DropEvent, 76), (IpcacheKey, 24), (IpcacheValue, 8),
-    (PolicyKey, 12), (PolicyValue, 4),
+    (PolicyKey, 12), (PolicyValue, 4), (TunnelValue, 20), (NodeConfig, 8),
 ):
     assert ctypes.sizeof(_struct) == _size, (_struct.__name__, ctypes.sizeof(_struct))
 
@@ -241,6 +253,8 @@ class Metric(enum.IntEnum):
     FROM_ENDPOINT_LOCAL_DELIVERY = 1
     TO_ENDPOINT_FROM_STACK = 2
     CT_CREATED = 3
+    FROM_ENDPOINT_OVERLAY = 8
+    FROM_OVERLAY_LOCAL_DELIVERY = 9
 
     @property
     def label(self) -> str:
@@ -282,6 +296,9 @@ METRICS = "cpy_metrics"
 DROPS = "cpy_drops"
 IPCACHE = "cpy_ipcache"
 POLICY = "cpy_policy"
+TUNNEL = "cpy_tunnel"
+NODE = "cpy_node"
+TUNNEL_MAP_SIZE = 1024
 
 
 def map_specs(
@@ -300,6 +317,9 @@ def map_specs(
                 METRIC_MAX),
         MapSpec(DROPS, bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, MetricValue,
                 DROP_REASON_MAX),
+        MapSpec(TUNNEL, bpfsys.BPF_MAP_TYPE_LPM_TRIE, IpcacheKey, TunnelValue, TUNNEL_MAP_SIZE,
+                bpfsys.BPF_F_NO_PREALLOC),
+        MapSpec(NODE, bpfsys.BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, NodeConfig, 1),
     ]
     return {s.name: s for s in specs}
 

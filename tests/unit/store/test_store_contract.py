@@ -13,6 +13,7 @@ import pytest
 
 from cilium_py.store import EtcdTLS, Store, StoreError, open_store
 from cilium_py.store.etcd import EtcdStore, parse_etcd_url
+from cilium_py.store.prefix import PrefixStore
 from cilium_py.store.sqlite import SQLiteStore
 from tests.support.etcd import EtcdServer, free_port, remove_etcd, start_etcd
 
@@ -24,53 +25,25 @@ def etcd() -> Iterator[EtcdServer]:
     remove_etcd(server)
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", "sqlite-prefixed"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         s: Store = SQLiteStore(str(tmp_path / "store.db"))
-        yield s
+        if request.param == "sqlite-prefixed":
+            s.put("outside/a/1", b"not in the view")
+            yield PrefixStore(s, "node-x")
+        else:
+            yield s
         s.close()
         return
     server: EtcdServer = request.getfixturevalue("etcd")
     s = open_store(server.url, str(tmp_path))
     # One etcd serves every test of the module: give each its own keyspace.
     prefix = tmp_path.name + "/"
-    yield _Prefixed(s, prefix)
+    yield PrefixStore(s, prefix)
     for kv in s.list(prefix):
         s.delete(kv.key)
     s.close()
-
-
-class _Prefixed(Store):
-    """The same store seen under a key prefix (one etcd shared by many tests)."""
-
-    def __init__(self, inner: Store, prefix: str) -> None:
-        self.inner, self.p = inner, prefix
-
-    def _out(self, kv):  # type: ignore[no-untyped-def]
-        return None if kv is None else type(kv)(kv.key[len(self.p):], kv.value, kv.mod_revision)
-
-    def get(self, key):  # type: ignore[no-untyped-def]
-        return self._out(self.inner.get(self.p + key))
-
-    def put(self, key, value):  # type: ignore[no-untyped-def]
-        return self.inner.put(self.p + key, value)
-
-    def delete(self, key):  # type: ignore[no-untyped-def]
-        return self.inner.delete(self.p + key)
-
-    def list(self, prefix, limit=None):  # type: ignore[no-untyped-def]
-        return [self._out(kv) for kv in self.inner.list(self.p + prefix, limit)]
-
-    def compare_and_swap(self, key, expected_revision, value):  # type: ignore[no-untyped-def]
-        return self.inner.compare_and_swap(self.p + key, expected_revision, value)
-
-    def revision(self):  # type: ignore[no-untyped-def]
-        return self.inner.revision()
-
-    def watch(self, prefix, start_revision=0, timeout=None):  # type: ignore[no-untyped-def]
-        for ev in self.inner.watch(self.p + prefix, start_revision, timeout):
-            yield type(ev)(ev.kind, ev.key[len(self.p):], ev.value, ev.revision)
 
 
 def test_put_get_delete_list(store: Store) -> None:
