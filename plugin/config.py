@@ -97,6 +97,27 @@ class AgentConfig:
     kubeconfig: str | None = _setting(
         None, _optional_str, "kubeconfig: fetch pod labels from the Kubernetes API server"
     )
+    node_name: str | None = _setting(
+        None, _optional_str, "this node's name in the cluster (default: the host name)"
+    )
+    node_address: str | None = _setting(
+        None, _optional_str, "address other nodes reach this one at (default: the address "
+        "of the interface holding the default route)"
+    )
+    tunnel: str = _setting(
+        "vxlan", _choice("vxlan", "disabled"),
+        "cluster mode: vxlan overlay carrying identities, or disabled (direct routing)"
+    )
+    node_ipv4_prefix_len: int = _setting(
+        24, int, "cluster mode: size of each node's IPv4 range carved from --ipv4-pool"
+    )
+    node_ipv6_prefix_len: int = _setting(
+        120, int, "cluster mode: size of each node's IPv6 range carved from --ipv6-pool"
+    )
+    node_lease_ttl: int = _setting(
+        15, int, "cluster mode: seconds after which a node that stopped refreshing its "
+        "registration is gone for the others"
+    )
     docker_labels: bool = _setting(
         True, _bool, "learn container labels from dockerd (when its socket exists)"
     )

@@ -21,6 +21,7 @@ from ..endpoint.masquerade import Masquerade
 from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..logs import get_logger
+from ..node.cluster import ClusterNode, is_cluster_store
 from ..store import EtcdTLS, Store, open_store
 from . import prereqs
 from .monitor import EventHub
@@ -42,12 +43,24 @@ class Agent:
         self._probes: dict[str, HealthProbe] = {}
         self.register_probe("store", self._store_health)
         self.register_probe("datapath-prerequisites", self._prereq_health)
-        self.ipam = IPAM(self.store, config.ipv4_pool, config.ipv6_pool)
-        self.identities = IdentityAllocator(self.store)
+        # In a cluster (etcd) the node's endpoints and addresses live in its own part of
+        # the shared store and come from its own ranges; identities and policy are shared.
+        self.cluster: ClusterNode | None = None
+        node_store, ipv4_pool, ipv6_pool = self.store, config.ipv4_pool, config.ipv6_pool
+        if is_cluster_store(self.store):
+            self.cluster = ClusterNode(self.store, config)
+            node_store = self.cluster.node_store
+            ipv4_pool, ipv6_pool = self.cluster.ipv4_range, self.cluster.ipv6_range
+            self.register_probe("cluster", self._cluster_health)
+        self.ipam = IPAM(node_store, ipv4_pool, ipv6_pool)
+        self.identities = IdentityAllocator(
+            self.store, node=self.cluster.name if self.cluster else None,
+            lease=(lambda: self.cluster.lease if self.cluster else None),
+        )
         self.datapath = datapath
         self.masquerade: Masquerade | None = None
         self.endpoints = EndpointManager(
-            self.store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
+            node_store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
         )
         if config.kubeconfig:
             from ..k8s.pods import PodLabels, pod_of
@@ -78,7 +91,11 @@ class Agent:
         if event == "deleted":
             self.policy.forget(ep.id)
             self.policy.endpoint_ipcache_changed(ep, gone=True)
+            if self.cluster is not None:
+                self.cluster.withdraw(list(self.policy.endpoint_ipcache(ep)))
             return
+        if self.cluster is not None:
+            self.cluster.publish(self.policy.endpoint_ipcache(ep))
         if ep.identity not in self.policy.index():
             self.policy.identity_changed()
             self.policy.regenerate_all()
@@ -103,8 +120,8 @@ class Agent:
             cfg.router_device,
             str(self.ipam.router(4)) if self.ipam.enabled(4) else None,
             str(self.ipam.router(6)) if self.ipam.enabled(6) else None,
-            cfg.ipv4_pool,
-            cfg.ipv6_pool,
+            str(self.ipam.pool(4)) if self.ipam.enabled(4) else None,
+            str(self.ipam.pool(6)) if self.ipam.enabled(6) else None,
         )
         log.info("router device ready", extra={"fields": router})
         if cfg.masquerade:
@@ -114,12 +131,24 @@ class Agent:
             self.datapath.start()
             self.datapath.subscribe_drops(self._on_drop)
         self.policy.load()
+        if self.cluster is not None:
+            self.policy.refresh_node_addresses()
+            self.cluster.start(
+                self.datapath, self.policy.sync_ipcache, self._cluster_identities_changed,
+                self._cluster_policy_changed, lambda _lease: self.identities.rebind(),
+                self.policy._node_addrs,
+            )
         summary = self.endpoints.restore()
         if self.datapath is not None:
             keep = {ep.ifindex for ep in self.endpoints.list()}
             summary["map-entries-removed"] = self.datapath.flush_orphans(keep)
         log.info("endpoints restored", extra={"fields": summary})
         self.policy.regenerate_all()
+        if self.cluster is not None:
+            entries: dict[str, int] = {}
+            for ep in self.endpoints.list():
+                entries.update(self.policy.endpoint_ipcache(ep))
+            self.cluster.publish(entries)
         self.node_started = True
         self._start_docker_labels()
         self._maintenance = threading.Thread(
@@ -157,6 +186,29 @@ class Agent:
                     self.policy.identity_changed()
             except Exception:  # noqa: BLE001 - upkeep must not kill the agent
                 log.exception("maintenance pass failed")
+
+    def _cluster_identities_changed(self) -> None:
+        """An identity was allocated or freed, possibly on another node."""
+        self.policy.identity_changed()
+        self.policy.regenerate_all()
+
+    def _cluster_policy_changed(self) -> None:
+        """Rules changed in the shared store: take them up if another node wrote them."""
+        if self.policy.reload_if_newer():
+            self.policy.regenerate_all()
+
+    def _cluster_health(self) -> dict[str, Any]:
+        if self.cluster is None or self.cluster.registry is None:
+            return {"status": "degraded", "message": "not joined yet"}
+        st = self.cluster.status()
+        others = [n for n in st.get("nodes", []) if n["name"] != self.cluster.name]
+        if not st.get("connected"):
+            return {"status": "degraded", "details": st,
+                    "message": f"etcd unreachable ({st.get('last-error')}); enforcing the "
+                               f"last known state of {len(others)} other nodes"}
+        return {"status": "ok", "details": st,
+                "message": f"node {self.cluster.name} ({st['mode']}), {len(others)} other "
+                           f"nodes, {st['remote-endpoints']} remote endpoints"}
 
     def register_probe(self, name: str, probe: HealthProbe) -> None:
         """Subsystems add themselves to /v1/healthz as they come up."""
@@ -241,6 +293,8 @@ class Agent:
                 self.masquerade.remove()
             except Exception:  # noqa: BLE001 - shutting down anyway
                 log.exception("removing masquerade rules failed")
+        if self.cluster is not None:
+            self.cluster.stop()
         if self.datapath is not None:
             self.datapath.close()
         self.store.close()

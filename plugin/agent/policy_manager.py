@@ -77,12 +77,26 @@ class PolicyManager:
         rev = self.store.get(REVISION_KEY)
         if kv is not None:
             rules = parse_policy(json.loads(kv.value))
-            self.repo = Repository(revision=int(rev.value) if rev else 1)
+            stored = int(rev.value) if rev else 1
+            # replace_all bumps the revision: start one below so the repository runs
+            # exactly the stored revision (other nodes compare against it).
+            self.repo = Repository(revision=stored - 1 if rules else stored)
             if rules:
                 self.repo.replace_all(rules)
             log.info("policy restored", extra={"fields": {
                 "rules": len(rules), "revision": self.repo.revision}})
         self._sync_cidr_identities()
+
+    def reload_if_newer(self) -> bool:
+        """Take up rules another node wrote to the shared store; True when they changed."""
+        rev = self.store.get(REVISION_KEY)
+        if rev is None or int(rev.value) <= self.repo.revision:
+            return False
+        with self._lock:
+            self.load()
+        log.info("policy changed on another node", extra={"fields": {
+            "revision": self.repo.revision}})
+        return True
 
     def _persist(self) -> None:
         self.store.put(RULES_KEY, json.dumps(self.repo.to_json()).encode())
@@ -165,6 +179,9 @@ class PolicyManager:
         out: dict[str, int] = dict(self._cidr_ids)
         for ep in self.agent.endpoints.list():
             out.update(self.endpoint_ipcache(ep))
+        if self.agent.cluster is not None:
+            for prefix, identity in self.agent.cluster.ipcache().items():
+                out.setdefault(prefix, identity)
         for addr in self._node_addrs:
             out[addr] = 1
         return out

@@ -36,3 +36,22 @@ def bpf_drops() -> Any:
 @bp.get("/v1/bpf/ipcache")
 def bpf_ipcache() -> Any:
     return jsonify(_datapath().ipcache_entries())
+
+
+@bp.get("/v1/bpf/metrics")
+def bpf_metrics() -> Any:
+    return jsonify(_datapath().metrics())
+
+
+@bp.get("/v1/bpf/tunnel")
+def bpf_tunnel() -> Any:
+    return jsonify(_datapath().tunnel_entries())
+
+
+@bp.get("/v1/node")
+def node() -> Any:
+    """The cluster view; a single node without a cluster store is a cluster of one."""
+    agent = current_app.config["AGENT"]
+    if agent.cluster is None:
+        return jsonify({"mode": "single-node", "nodes": []})
+    return jsonify(agent.cluster.status())

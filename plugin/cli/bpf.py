@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         ("ct", run_ct, "connection tracking table"),
         ("drops", run_drops, "drop counters per reason"),
         ("ipcache", run_ipcache, "address/prefix to identity map"),
+        ("metrics", run_metrics, "forwarding counters per path"),
+        ("tunnel", run_tunnel, "overlay map: remote endpoint ranges to nodes"),
     ):
         mp = bsub.add_parser(name, help=helptext)
         msub = mp.add_subparsers(dest="bpf_cmd", metavar="list")
@@ -53,6 +55,20 @@ def run_ct(args: argparse.Namespace, client: AgentClient) -> int:
 
 def run_ipcache(args: argparse.Namespace, client: AgentClient) -> int:
     return _table(client.get("/v1/bpf/ipcache"), args.output)
+
+
+def run_metrics(args: argparse.Namespace, client: AgentClient) -> int:
+    counters = client.get("/v1/bpf/metrics")
+    if args.output == "json":
+        print_json(counters)
+        return 0
+    print_table(("PATH", "PACKETS", "BYTES"),
+                [(k, v.get("packets"), v.get("bytes")) for k, v in sorted(counters.items())])
+    return 0
+
+
+def run_tunnel(args: argparse.Namespace, client: AgentClient) -> int:
+    return _table(client.get("/v1/bpf/tunnel"), args.output)
 
 
 def run_drops(args: argparse.Namespace, client: AgentClient) -> int:

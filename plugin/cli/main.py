@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bpf, endpoint, identity, mesos, monitor, policy, status
+from . import bpf, endpoint, identity, mesos, monitor, node, policy, status
 from .client import AgentClient, CLIError, default_socket
 
-COMMANDS = [status, endpoint, identity, policy, monitor, bpf, mesos]
+COMMANDS = [status, endpoint, identity, policy, monitor, bpf, node, mesos]
 
 
 def build_parser() -> argparse.ArgumentParser:

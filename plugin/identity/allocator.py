@@ -6,6 +6,13 @@ threads) agree: ``id/<n>`` holds the canonical labels and claims the number;
 third family, ``users/<n>/<endpoint>``, records who uses the identity; identities nobody
 uses are released by ``collect_garbage`` once their grace time has passed, so a
 restarting container gets its number back instead of churning policy maps.
+
+In a cluster every node allocates in the same etcd keyspace, so the same labels get the
+same number everywhere. A node's user keys are named after it (``<node>:<endpoint>``)
+and bound to its lease (``lease``), so they disappear with a node that dies; the
+garbage collector of any node then starts the grace time of identities nobody uses any
+more. When the node's lease is renewed under a new id (after an etcd outage) its user
+keys are written again under it (``rebind``).
 """
 
 from __future__ import annotations
@@ -34,11 +41,16 @@ class IdentityAllocator:
         prefix: str = "cilium-py/identities/",
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
         clock: Callable[[], float] = time.time,
+        node: str | None = None,
+        lease: Callable[[], int | None] | None = None,
     ) -> None:
         self.store = store
         self.prefix = prefix
         self.grace = grace_seconds
         self.clock = clock
+        self.node = node
+        self.lease = lease
+        self._held: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
         self._next_hint = MIN_USER_IDENTITY
 
@@ -49,7 +61,23 @@ class IdentityAllocator:
         return f"{self.prefix}labels/{labels.canonical()}"
 
     def _user_key(self, number: int, user: str) -> str:
+        if self.node:
+            user = f"{self.node}:{user}"
         return f"{self.prefix}users/{number}/{user}"
+
+    def _put_user(self, number: int, user: str) -> None:
+        lease = self.lease() if self.lease else None
+        if lease:
+            self.store.put(self._user_key(number, user), b"1", lease=lease)  # type: ignore[call-arg]
+        else:
+            self.store.put(self._user_key(number, user), b"1")
+        self._held.add((number, user))
+
+    def rebind(self) -> None:
+        """Write this node's user keys again (under the current lease)."""
+        with self._lock:
+            for number, user in sorted(self._held):
+                self._put_user(number, user)
 
     def lookup(self, labels: LabelSet) -> int | None:
         reserved = reserved_identity_of(labels)
@@ -65,7 +93,7 @@ class IdentityAllocator:
             return int(reserved)
         with self._lock:
             number = self._allocate_number(labels)
-            self.store.put(self._user_key(number, user), b"1")
+            self._put_user(number, user)
         return number
 
     def _allocate_number(self, labels: LabelSet) -> int:
@@ -117,6 +145,7 @@ class IdentityAllocator:
         if number < MIN_USER_IDENTITY:
             return
         with self._lock:
+            self._held.discard((number, user))
             self.store.delete(self._user_key(number, user))
             if not self.store.list(f"{self.prefix}users/{number}/", limit=1):
                 kv = self.store.get(self._id_key(number))
@@ -138,9 +167,16 @@ class IdentityAllocator:
         for kv in self.store.list(f"{self.prefix}id/"):
             doc = json.loads(kv.value)
             released = doc.get("released-at")
-            if released is None or now - released < self.grace:
-                continue
             number = int(kv.key.rsplit("/", 1)[1])
+            if released is None:
+                # Its last users may have gone with a dead node's lease: start the
+                # grace time now (it is stopped again by the next allocation).
+                if self.node and not self.users(number):
+                    self.store.compare_and_swap(kv.key, kv.mod_revision,
+                                                self._record(doc["labels"], now))
+                continue
+            if now - released < self.grace:
+                continue
             if self.users(number):
                 continue
             if self.store.compare_and_swap(kv.key, kv.mod_revision, None):

@@ -29,7 +29,9 @@ class LabelSource(StrEnum):
 
 
 # Names allowed after ``reserved:``; each is one of the fixed identities.
-RESERVED_NAMES: frozenset[str] = frozenset({"host", "world", "cluster", "health", "init"})
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {"host", "world", "cluster", "health", "init", "remote-node"}
+)
 
 _FORBIDDEN_IN_KEY = ("=", ";")
 

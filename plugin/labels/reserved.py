@@ -23,6 +23,8 @@ class ReservedIdentity(IntEnum):
     HEALTH = 4
     # An endpoint whose labels are not known yet: it must not inherit anyone's access.
     INIT = 5
+    # Another node of the cluster itself (its host stack, not its endpoints).
+    REMOTE_NODE = 6
 
 
 #: Identity 0 never names a peer; policy keys use it as "any identity".
@@ -38,7 +40,8 @@ def reserved_label(name: str) -> Label:
 
 #: ``reserved:<name>`` for each reserved identity.
 RESERVED_LABELS: MappingProxyType[ReservedIdentity, LabelSet] = MappingProxyType(
-    {ident: LabelSet([reserved_label(ident.name.lower())]) for ident in ReservedIdentity}
+    {ident: LabelSet([reserved_label(ident.name.lower().replace("_", "-"))])
+     for ident in ReservedIdentity}
 )
 
 _BY_LABELS = {labels: ident for ident, labels in RESERVED_LABELS.items()}
@@ -50,7 +53,7 @@ def reserved_identity_of(labels: LabelSet) -> ReservedIdentity | None:
 
 
 def is_reserved(identity: int) -> bool:
-    """True for the fixed identity numbers 1-5."""
+    """True for the fixed identity numbers 1-6."""
     return identity in ReservedIdentity._value2member_map_
 
 

@@ -29,6 +29,7 @@ from typing import Protocol
 from ..logs import get_logger
 from ..store import KeyValue, StoreError
 from ..store.base import Event
+from .watch import Coalescer
 
 log = get_logger("node")
 
@@ -98,11 +99,13 @@ class NodeRegistry:
         ttl: int = DEFAULT_LEASE_TTL,
         on_change: ChangeListener | None = None,
         retry_seconds: float = 1.0,
+        on_register: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.me = me
         self.ttl = ttl
         self.on_change = on_change
+        self.on_register = on_register
         self.retry_seconds = retry_seconds
         self.nodes: dict[str, NodeInfo] = {}
         self.endpoints: dict[str, RemoteEndpoint] = {}
@@ -111,6 +114,8 @@ class NodeRegistry:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Changes reach the datapath on one thread, a burst of them in one write.
+        self._apply_soon = Coalescer("cpy-node-apply", self._changed, delay=0.005)
         self.connected = False
         self.last_error: str | None = None
         self.outages = 0
@@ -134,6 +139,7 @@ class NodeRegistry:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
+        self._apply_soon.stop()
 
     # -- what this node publishes --------------------------------------------------------
 
@@ -170,6 +176,8 @@ class NodeRegistry:
             local = dict(self._local)
         for prefix, identity in local.items():
             self._put_endpoint(prefix, identity, lease)
+        if self.on_register is not None:
+            self.on_register(lease)  # other keys bound to the lease (identity users)
         self.connected = True
         log.info("node registered", extra={"fields": {"node": self.me.name, "lease": lease}})
 
@@ -260,16 +268,13 @@ class NodeRegistry:
         prefix = "cilium-py/cluster/"
         while not self._stop.is_set():
             try:
-                batch = False
                 for ev in self.store.watch(prefix, revision, timeout=1.0):  # type: ignore[attr-defined]
                     revision = max(revision, ev.revision)
                     if ev.key.startswith((NODES_PREFIX, IPCACHE_PREFIX)):
                         self._apply(ev)
-                        batch = True
+                        self._apply_soon.trigger()
                     if self._stop.is_set():
                         break
-                if batch:
-                    self._changed()
                 if not self.connected:
                     # Reachable again: re-read whole, in case history was compacted.
                     revision = self._resync()
@@ -281,6 +286,10 @@ class NodeRegistry:
                     revision = self._resync()
                 except StoreError:
                     continue
+
+    @property
+    def lease(self) -> int | None:
+        return self._lease
 
     def status(self) -> dict[str, object]:
         return {

@@ -8,7 +8,8 @@ identity) and the tracer (over the labels a user typed) agree by construction:
 - ``world``: ``reserved:world`` and CIDR identities (outside addresses);
 - ``cluster``: ``reserved:cluster`` and every identity that is neither host nor world,
   i.e. endpoints' identities, ``health`` and ``init``;
-- ``health``/``init``: their reserved identities.
+- ``health``/``init``/``remote-node``: their reserved identities (``remote-node``: the
+  other nodes of the cluster themselves, not their endpoints).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Entity(StrEnum):
     HOST = "host"
     INIT = "init"
     HEALTH = "health"
+    REMOTE_NODE = "remote-node"
 
 
 _HOST = reserved_label("host")

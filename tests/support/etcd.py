@@ -68,6 +68,7 @@ class EtcdServer:
     tls: EtcdTLSFiles | None = None
     proc: subprocess.Popen | None = None
     host: str = "127.0.0.1"
+    netns: str | None = None  # run inside this test-made namespace (reached over it)
 
     @property
     def url(self) -> str:
@@ -86,6 +87,8 @@ class EtcdServer:
         if self.tls:
             args += ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
                      "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
+        if self.netns:
+            args = ["nsenter", f"--net=/var/run/netns/{self.netns}", "--", *args]
         log = open(os.path.join(self.data_dir, "etcd.log"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -93,6 +96,11 @@ class EtcdServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited: {self.log()[-2000:]}")
+            if self.netns:
+                if self._healthy_in_netns():
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 with socket.create_connection((self.host, self.client_port), 0.2):
                     pass
@@ -117,6 +125,13 @@ class EtcdServer:
             return False
         return r.ok and r.json().get("health") == "true"
 
+    def _healthy_in_netns(self) -> bool:
+        res = subprocess.run(
+            ["nsenter", f"--net=/var/run/netns/{self.netns}", "--", "etcdctl",
+             f"--endpoints=http://{self.host}:{self.client_port}", "endpoint", "health"],
+            capture_output=True, text=True, timeout=10, env={**os.environ, "ETCDCTL_API": "3"})
+        return res.returncode == 0
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -134,12 +149,15 @@ class EtcdServer:
             return ""
 
 
-def start_etcd(tls: bool = False, host: str = "127.0.0.1") -> EtcdServer:
+def start_etcd(tls: bool = False, host: str = "127.0.0.1",
+               netns: str | None = None) -> EtcdServer:
     if not os.path.exists(ETCD):
         raise RuntimeError("etcd is not installed (Debian package etcd-server); "
                            "packaging/install.sh test installs it")
     data_dir = tempfile.mkdtemp(prefix="cpyt-etcd-")
-    server = EtcdServer(data_dir=data_dir, host=host)
+    server = EtcdServer(data_dir=data_dir, host=host, netns=netns)
+    if netns:  # a namespace of its own: the well-known ports are free there
+        server.client_port, server.peer_port = 2379, 2380
     if tls:
         server.tls = make_tls(data_dir)
     server.start()

@@ -18,7 +18,8 @@ from cilium_py.labels import (
 
 def test_reserved_numbers_and_labels() -> None:
     expected = {1: "reserved:host", 2: "reserved:world", 3: "reserved:cluster",
-                4: "reserved:health", 5: "reserved:init"}  # fmt: skip
+                4: "reserved:health", 5: "reserved:init",
+                6: "reserved:remote-node"}  # fmt: skip
     assert {int(k): v.canonical() for k, v in RESERVED_LABELS.items()} == expected
     assert ReservedIdentity.HOST == 1 and ReservedIdentity.INIT == 5
     assert MIN_USER_IDENTITY == 256
@@ -31,8 +32,8 @@ def test_reserved_identity_lookup() -> None:
 
 
 def test_identity_ranges() -> None:
-    assert all(is_reserved(i) for i in range(1, 6))
-    assert not is_reserved(0) and not is_reserved(6) and not is_reserved(256)
+    assert all(is_reserved(i) for i in range(1, 7))
+    assert not is_reserved(0) and not is_reserved(7) and not is_reserved(256)
     assert is_user(256) and not is_user(255) and not is_user(1)
 
 

@@ -237,7 +237,9 @@ def entity_peers(entity: str) -> set[int]:
 def test_entities() -> None:
     assert entity_peers("world") == {WORLD, 1000, 1001}
     assert entity_peers("host") == {HOST}
-    assert entity_peers("cluster") == {CLUSTER, HEALTH, INIT, 256, 257, 258, 259}
+    # The other nodes themselves (remote-node, 6) are part of the cluster too.
+    assert entity_peers("cluster") == {CLUSTER, HEALTH, INIT, 6, 256, 257, 258, 259}
+    assert entity_peers("remote-node") == {6}
     assert entity_peers("all") == {ANY_IDENTITY}
     assert entity_peers("health") == {HEALTH}
     assert entity_peers("init") == {INIT}

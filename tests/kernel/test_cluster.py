@@ -1,0 +1,320 @@
+"""Three nodes sharing one etcd: cluster-wide identities, the overlay, policy across nodes.
+
+The lab: a "fabric" namespace with a bridge and etcd on it, three node namespaces on the
+bridge (198.51.100.1-3, 2001:db8:1::1-3), each with its own agent (--store etcd://...),
+and endpoints in their own namespaces on each node. Everything is test-made and removed
+by name at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.conftest import RunningAgent, start_agent, unique
+from tests.support import netns as nsh
+from tests.support.etcd import EtcdServer, remove_etcd, start_etcd
+
+FABRIC_V4 = "198.51.100.254"
+POOL4 = "10.230.0.0/16"
+POOL6 = "fd10:230::/112"
+
+
+def serve() -> None:
+    nsh.serve_start((80, 8080), (53,))
+
+
+@dataclass
+class Node:
+    name: str
+    netns: str
+    address: str
+    agent: RunningAgent | None = None
+    workdir: str = ""
+    bpf_root: str = ""
+
+
+@dataclass
+class Cluster:
+    etcd: EtcdServer
+    fabric: str
+    nodes: list[Node]
+    extra_args: list[str]
+    namespaces: list[str] = field(default_factory=list)
+    workers: dict[str, nsh.NetnsWorker] = field(default_factory=dict)
+    eps: dict[str, dict] = field(default_factory=dict)
+
+    def start_agent(self, node: Node) -> None:
+        node.agent = start_agent(
+            node.netns, node.workdir, node.bpf_root,
+            "--store", self.etcd.url, "--node-name", node.name,
+            "--node-address", node.address, "--ipv4-pool", POOL4, "--ipv6-pool", POOL6,
+            "--node-lease-ttl", "3", *self.extra_args,
+            state_dir=f"{node.workdir}/state",
+        )
+
+    def attach(self, node: Node, name: str, labels: list[str]) -> dict:
+        ns = unique("cpyt-ep")
+        nsh.create_netns(ns)
+        self.namespaces.append(ns)
+        assert node.agent is not None
+        resp = node.agent.api("PUT", f"/v1/endpoint/{name}",
+                              {"netns": f"/var/run/netns/{ns}", "labels": labels})
+        assert resp.status_code == 201, resp.text
+        self.eps[name] = resp.json()
+        self.workers[name] = nsh.NetnsWorker(ns)
+        self.workers[name].call(serve)
+        return self.eps[name]
+
+    def addr(self, name: str, fam: str = "ipv4") -> str:
+        return self.eps[name]["addressing"][fam]
+
+    def tcp(self, src: str, dst: str, port: int = 80, fam: str = "ipv4") -> bool:
+        return self.workers[src].call(nsh.tcp_ok, self.addr(dst, fam), port, 1.0)
+
+    def ping(self, src: str, dst: str, fam: str = "ipv4") -> bool:
+        return self.workers[src].call(nsh.ping, self.addr(dst, fam), 1, 1.0) == 1
+
+
+def until(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if cond():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def build_cluster(extra_args: list[str]) -> Cluster:
+    fabric = unique("cpyt-fab")
+    nsh.create_netns(fabric)
+    nsh.ip(fabric, "link", "add", "br0", "type", "bridge")
+    nsh.ip(fabric, "link", "set", "br0", "up")
+    nsh.ip(fabric, "addr", "add", f"{FABRIC_V4}/24", "dev", "br0")
+    etcd = start_etcd(host=FABRIC_V4, netns=fabric)
+    cluster = Cluster(etcd=etcd, fabric=fabric, nodes=[], extra_args=extra_args)
+    cluster.namespaces.append(fabric)
+    try:
+        for i in (1, 2, 3):
+            node_ns = unique("cpyt-node")
+            nsh.create_netns(node_ns)
+            cluster.namespaces.append(node_ns)
+            port = f"cpyfab{i}"
+            nsh.add_veth(node_ns, "eth0", fabric, port)
+            nsh.ip(fabric, "link", "set", port, "master", "br0", "up")
+            nsh.ip(node_ns, "addr", "add", f"198.51.100.{i}/24", "dev", "eth0")
+            nsh.ip(node_ns, "addr", "add", f"2001:db8:1::{i}/64", "dev", "eth0", "nodad")
+            nsh.ip(node_ns, "link", "set", "eth0", "up")
+            node = Node(name=f"node{i}-{unique('n')[-8:]}", netns=node_ns,
+                        address=f"198.51.100.{i}", workdir=tempfile.mkdtemp(prefix="cpyt-"),
+                        bpf_root=f"/sys/fs/bpf/{unique()}")
+            cluster.nodes.append(node)
+        # Agents start concurrently, as nodes of a real cluster do.
+        threads = [threading.Thread(target=cluster.start_agent, args=(n,))
+                   for n in cluster.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert all(n.agent is not None for n in cluster.nodes)
+    except BaseException:
+        teardown(cluster)
+        raise
+    return cluster
+
+
+def teardown(cluster: Cluster) -> None:
+    for w in cluster.workers.values():
+        w.close()
+    for node in cluster.nodes:
+        if node.agent is not None:
+            node.agent.stop()
+    for node in cluster.nodes:
+        shutil.rmtree(node.workdir, ignore_errors=True)
+        nsh.remove_pins(node.bpf_root)
+    remove_etcd(cluster.etcd)
+    for ns in reversed(cluster.namespaces):
+        nsh.delete_netns(ns)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = build_cluster([])
+    try:
+        n1, n2, n3 = c.nodes
+        c.attach(n1, "server", ["container:app=server"])
+        c.attach(n2, "client", ["container:app=client"])
+        c.attach(n3, "other", ["container:app=other"])
+        # Every node knows every endpoint before the tests start.
+        for node in c.nodes:
+            until(lambda node=node: len(_ipcache_prefixes(node) & _all_prefixes(c)) == 6, 15)
+        yield c
+    finally:
+        teardown(c)
+
+
+def _ipcache_prefixes(node: Node) -> set[str]:
+    assert node.agent is not None
+    res = node.agent.cli("bpf", "ipcache", "list", "-o", "json")
+    if res.returncode != 0:
+        return set()
+    import json
+
+    return {row["prefix"] for row in json.loads(res.stdout)}
+
+
+def _all_prefixes(c: Cluster) -> set[str]:
+    out = set()
+    for ep in c.eps.values():
+        out.add(ep["addressing"]["ipv4"] + "/32")
+        out.add(ep["addressing"]["ipv6"] + "/128")
+    return out
+
+
+def test_nodes_get_distinct_ranges_and_see_each_other(cluster: Cluster) -> None:
+    ranges = set()
+    for node in cluster.nodes:
+        assert node.agent is not None
+        health = node.agent.api("GET", "/v1/healthz").json()
+        sub = health["subsystems"]["cluster"]
+        assert sub["status"] == "ok", sub
+        details = sub["details"]
+        assert sorted(n["name"] for n in details["nodes"]) == sorted(
+            n.name for n in cluster.nodes)
+        ranges.add(details["ipv4-range"])
+        ranges.add(details["ipv6-range"])
+    assert len(ranges) == 6
+    assert len({ep["addressing"]["ipv4"] for ep in cluster.eps.values()}) == 3
+
+
+def test_cross_node_ping_and_tcp_over_the_tunnel(cluster: Cluster) -> None:
+    for fam in ("ipv4", "ipv6"):
+        assert cluster.ping("client", "server", fam), fam
+        assert cluster.tcp("client", "server", 80, fam), fam
+        assert cluster.tcp("server", "other", 8080, fam), fam
+    # It went through the overlay, not the host stack: the overlay counters moved.
+    import json
+
+    n1 = cluster.nodes[0].agent
+    assert n1 is not None
+    metrics = json.loads(n1.cli("bpf", "metrics", "list", "-o", "json").stdout)
+    text = json.dumps(metrics)
+    assert "from-overlay-local-delivery" in text and "from-endpoint-overlay" in text
+
+
+def test_identities_are_cluster_wide_and_policy_enforced_on_them(cluster: Cluster) -> None:
+    server_id = cluster.eps["server"]["identity"]
+    client_id = cluster.eps["client"]["identity"]
+    for node in cluster.nodes:
+        assert node.agent is not None
+        ids = {i["id"] for i in node.agent.api("GET", "/v1/identity").json()}
+        assert {server_id, client_id} <= ids
+    # A rule imported on node 2 is enforced by node 1 for its server endpoint.
+    n1, n2, _ = cluster.nodes
+    assert n1.agent is not None and n2.agent is not None
+    rules = [{"endpointSelector": {"matchLabels": {"app": "server"}},
+              "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}]}]}]
+    resp = n2.agent.api("PUT", "/v1/policy", rules)
+    assert resp.status_code == 200, resp.text
+    try:
+        until(lambda: not cluster.tcp("other", "server", 80), 5)
+        for fam in ("ipv4", "ipv6"):
+            assert cluster.tcp("client", "server", 80, fam), fam
+            assert not cluster.tcp("other", "server", 80, fam), fam
+        drops = n1.agent.cli("bpf", "drops", "list", "-o", "json").stdout
+        assert '"policy-denied"' in drops
+    finally:
+        n2.agent.api("DELETE", "/v1/policy")
+        until(lambda: cluster.tcp("other", "server", 80), 5)
+
+
+def test_concurrent_attaches_of_the_same_labels_get_one_identity(cluster: Cluster) -> None:
+    results: dict[str, int] = {}
+    labels = ["container:app=replica", f"container:run={unique('r')}"]
+
+    def attach(node: Node, name: str) -> None:
+        results[name] = cluster.attach(node, name, labels)["identity"]
+
+    threads = [threading.Thread(target=attach, args=(n, f"replica{i}"))
+               for i, n in enumerate(cluster.nodes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 3 and len(set(results.values())) == 1, results
+
+
+def test_label_change_on_one_node_is_enforced_on_another(cluster: Cluster) -> None:
+    # How fast: tests/bench/bench_cluster.py measures it (timing asserts are flaky).
+    n1, n2, n3 = cluster.nodes
+    assert n1.agent is not None and n3.agent is not None
+    rules = [{"endpointSelector": {"matchLabels": {"app": "server"}},
+              "ingress": [{"fromEndpoints": [{"matchLabels": {"trusted": "yes"}}]}]}]
+    rev = n1.agent.api("PUT", "/v1/policy", rules).json()["revision"]
+    n1.agent.api("GET", f"/v1/policy/wait/{rev}?timeout=10")
+    try:
+        until(lambda: not cluster.tcp("other", "server", 80), 5)
+        resp = n3.agent.api("PATCH", "/v1/endpoint/other/labels",
+                            {"add": ["container:trusted=yes"]})
+        assert resp.status_code == 200, resp.text
+        until(lambda: cluster.tcp("other", "server", 80), 5, step=0.02)
+    finally:
+        n3.agent.api("PATCH", "/v1/endpoint/other/labels",
+                     {"delete": ["container:trusted=yes"]})
+        n1.agent.api("DELETE", "/v1/policy")
+        until(lambda: cluster.tcp("other", "server", 80), 5)
+
+
+def test_etcd_restart_mid_traffic_breaks_nothing(cluster: Cluster) -> None:
+    ids_before = {n: cluster.eps[n]["identity"] for n in ("server", "client", "other")}
+    server = cluster.addr("server")
+    cluster.workers["server"].call(nsh.tcp_sink_start, "0.0.0.0", 9100)
+    cluster.workers["client"].call(nsh.tcp_stream_start, server, 9100, b"x" * 100, 0.05)
+    time.sleep(0.5)
+    cluster.etcd.stop()
+    try:
+        n2 = cluster.nodes[1].agent
+        assert n2 is not None
+        until(lambda: n2.api("GET", "/v1/healthz").json()["subsystems"]["cluster"]["status"]
+              == "degraded", 15)
+        # Enforcement and connectivity carry on with the last known state.
+        assert cluster.tcp("client", "server", 80)
+        assert cluster.ping("other", "server")
+    finally:
+        cluster.etcd.start()
+    until(lambda: n2.api("GET", "/v1/healthz").json()["subsystems"]["cluster"]["status"]
+          == "ok", 20)
+    result = cluster.workers["client"].call(nsh.tcp_stream_stop, 9100)
+    assert result.get("error") is None, result
+    got = cluster.workers["server"].call(nsh.tcp_sink_result, 9100)
+    assert got["error"] is None and got["bytes"] == result["sent"] > 0, (got["bytes"], result)
+    for name, before in ids_before.items():
+        ep = cluster.nodes[["server", "client", "other"].index(name)].agent
+        assert ep is not None
+        assert ep.api("GET", f"/v1/endpoint/{name}").json()["identity"] == before
+
+
+def test_a_killed_node_disappears_from_the_others(cluster: Cluster) -> None:
+    # Runs last in the module: node 3 is gone afterwards.
+    n1, _, n3 = cluster.nodes
+    assert n1.agent is not None and n3.agent is not None
+    other = cluster.addr("other") + "/32"
+    assert other in _ipcache_prefixes(n1)
+    n3.agent.stop(sig=9)
+    n3.agent = None
+    cluster.workers.pop("other").close()
+    nsh.delete_netns(n3.netns)
+    cluster.namespaces.remove(n3.netns)
+
+    def gone() -> bool:
+        sub = n1.agent.api("GET", "/v1/healthz").json()["subsystems"]["cluster"]
+        return n3.name not in [n["name"] for n in sub["details"]["nodes"]]
+
+    until(gone, 15)
+    until(lambda: other not in _ipcache_prefixes(n1), 5)
