@@ -43,12 +43,13 @@ class Agent:
         self._probes: dict[str, HealthProbe] = {}
         self.register_probe("store", self._store_health)
         self.register_probe("datapath-prerequisites", self._prereq_health)
-        # In a cluster (etcd) the node's endpoints and addresses live in its own part of
-        # the shared store and come from its own ranges; identities and policy are shared.
+        # In a cluster (etcd) identities and policy are shared; the node's endpoints and
+        # addresses (from its own ranges) stay in its embedded store.
         self.cluster: ClusterNode | None = None
         node_store, ipv4_pool, ipv6_pool = self.store, config.ipv4_pool, config.ipv6_pool
         if is_cluster_store(self.store):
-            self.cluster = ClusterNode(self.store, config)
+            self.local_store = open_store(None, config.state_dir)
+            self.cluster = ClusterNode(self.store, config, self.local_store)
             node_store = self.cluster.node_store
             ipv4_pool, ipv6_pool = self.cluster.ipv4_range, self.cluster.ipv6_range
             self.register_probe("cluster", self._cluster_health)
@@ -218,6 +219,9 @@ class Agent:
         try:
             details = self.store.status()
         except Exception as exc:  # noqa: BLE001 - health must report, not raise
+            if self.cluster is not None:
+                # The node runs on with the last known cluster state (see "cluster").
+                return {"status": "degraded", "message": f"cluster store unreachable: {exc}"}
             return {"status": "failure", "message": f"store unreachable: {exc}"}
         return {"status": "ok", "message": "store reachable", "details": details}
 
@@ -295,6 +299,7 @@ class Agent:
                 log.exception("removing masquerade rules failed")
         if self.cluster is not None:
             self.cluster.stop()
+            self.local_store.close()
         if self.datapath is not None:
             self.datapath.close()
         self.store.close()

@@ -26,7 +26,7 @@ from ..errors import Unavailable
 from ..labels import LabelSet
 from ..labels.reserved import MIN_USER_IDENTITY, RESERVED_LABELS, reserved_identity_of
 from ..logs import get_logger
-from ..store import Store
+from ..store import Store, StoreError
 
 log = get_logger("identity")
 
@@ -51,6 +51,9 @@ class IdentityAllocator:
         self.node = node
         self.lease = lease
         self._held: set[tuple[int, str]] = set()
+        # The last identities read from the store: what the node knows when a cluster
+        # store is away (an endpoint with known labels still comes up, policy resolves).
+        self._known: dict[int, LabelSet] = {}
         self._lock = threading.Lock()
         self._next_hint = MIN_USER_IDENTITY
 
@@ -77,7 +80,11 @@ class IdentityAllocator:
         """Write this node's user keys again (under the current lease)."""
         with self._lock:
             for number, user in sorted(self._held):
-                self._put_user(number, user)
+                try:
+                    self._put_user(number, user)
+                except StoreError:
+                    log.warning("identity user not rebound yet", extra={"fields": {
+                        "id": number, "user": user}})
 
     def lookup(self, labels: LabelSet) -> int | None:
         reserved = reserved_identity_of(labels)
@@ -92,9 +99,27 @@ class IdentityAllocator:
         if reserved is not None:
             return int(reserved)
         with self._lock:
-            number = self._allocate_number(labels)
-            self._put_user(number, user)
+            try:
+                number = self._allocate_number(labels)
+                self._put_user(number, user)
+            except StoreError as exc:
+                number = self._known_number(labels)
+                if number is None:
+                    raise Unavailable(
+                        f"the store is unreachable and labels {labels.canonical()} have no "
+                        f"known identity yet: {exc}") from exc
+                # Written under the lease once the store is back (rebind).
+                self._held.add((number, user))
+                log.warning("store unreachable: using the known identity",
+                            extra={"fields": {"id": number, "labels": labels.canonical()}})
+            self._known[number] = labels
         return number
+
+    def _known_number(self, labels: LabelSet) -> int | None:
+        for number, known in self._known.items():
+            if known == labels:
+                return number
+        return None
 
     def _allocate_number(self, labels: LabelSet) -> int:
         canonical = labels.canonical()
@@ -192,9 +217,19 @@ class IdentityAllocator:
     def all(self) -> dict[int, LabelSet]:
         """Every identity, reserved ones included."""
         out: dict[int, LabelSet] = {int(k): v for k, v in RESERVED_LABELS.items()}
-        for kv in self.store.list(f"{self.prefix}id/"):
+        try:
+            listed = self.store.list(f"{self.prefix}id/")
+        except StoreError:
+            if not self._known:
+                raise
+            out.update(self._known)  # the last known state, while the store is away
+            return out
+        known: dict[int, LabelSet] = {}
+        for kv in listed:
             number = int(kv.key.rsplit("/", 1)[1])
-            out[number] = LabelSet.from_canonical(json.loads(kv.value)["labels"])
+            known[number] = LabelSet.from_canonical(json.loads(kv.value)["labels"])
+        self._known = known
+        out.update(known)
         return out
 
     def get(self, number: int) -> LabelSet | None:

@@ -2,9 +2,10 @@
 
 What changes against a single node (everything else runs unchanged):
 
-- the node claims its own endpoint ranges out of the configured pools (``ranges.py``)
-  and its endpoint manager and IPAM see only its own part of the store
-  (``cilium-py/nodes/<name>/``, a ``PrefixStore``);
+- the node claims its own endpoint ranges out of the configured pools (``ranges.py``);
+  its endpoints and address allocations stay in the node's own embedded store, which
+  etcd being away cannot block (attaching an endpoint whose identity is known works
+  through an etcd outage);
 - identities and policy live in the shared part, so the same labels have the same
   number on every node and a rule imported anywhere is enforced everywhere (watched
   here, ``watch.py``);
@@ -28,8 +29,7 @@ from pyroute2 import IPRoute
 from ..errors import InvalidInput
 from ..labels.reserved import ReservedIdentity
 from ..logs import get_logger
-from ..store import Store
-from ..store.prefix import PrefixStore
+from ..store import Store, StoreError
 from .ranges import claim_node_range, parse_cluster_range
 from .registry import NodeInfo, NodeRegistry
 from .tunnel import DEFAULT_TUNNEL_DEVICE, ensure_vxlan
@@ -37,7 +37,7 @@ from .watch import PrefixWatcher
 
 log = get_logger("node")
 
-NODE_STATE_PREFIX = "cilium-py/nodes/"
+LOCAL_RANGE_KEY = "cilium-py/node/range/"
 # A route protocol number of our own: the routes to other nodes are found by it (and
 # never confused with an administrator's) when they must change.
 RTPROT_CILIUM_PY = 0xC7
@@ -61,14 +61,22 @@ def default_route_address() -> str | None:
     return None
 
 
+def _inside(addr: str, node: NodeInfo) -> bool:
+    """Whether ``addr`` lies in one of the node's endpoint ranges (its router address
+    does: it is no next hop for reaching the node)."""
+    ip = ipaddress.ip_address(addr)
+    return any(rng and ip in ipaddress.ip_network(rng)
+               for rng in (node.ipv4_range, node.ipv6_range))
+
+
 class ClusterNode:
     """Ranges, registration and the cluster view of one agent."""
 
-    def __init__(self, store: Store, config: Any) -> None:
+    def __init__(self, store: Store, config: Any, local: Store) -> None:
         self.store = store
         self.config = config
         self.name: str = config.node_name or socket.gethostname()
-        self.node_store = PrefixStore(store, f"{NODE_STATE_PREFIX}{self.name}/")
+        self.node_store = local
         self.ipv4_range = self._claim(config.ipv4_pool, 4, config.node_ipv4_prefix_len)
         self.ipv6_range = self._claim(config.ipv6_pool, 6, config.node_ipv6_prefix_len)
         self.registry: NodeRegistry | None = None
@@ -80,10 +88,23 @@ class ClusterNode:
         self._routes: set[str] = set()
 
     def _claim(self, pool: str | None, family: int, plen: int) -> str | None:
+        """The node's range: claimed in etcd, remembered locally so that a restart
+        while etcd is away keeps it (the claim in etcd outlives the node anyway)."""
         if not pool:
             return None
         cluster = parse_cluster_range(pool, family, plen)
-        return str(claim_node_range(self.store, self.name, cluster, plen))
+        cache_key = f"{LOCAL_RANGE_KEY}ipv{family}"
+        try:
+            rng = str(claim_node_range(self.store, self.name, cluster, plen))
+        except StoreError:
+            cached = self.node_store.get(cache_key)
+            if cached is None:
+                raise
+            log.warning("cluster store unreachable: using the range this node held",
+                        extra={"fields": {"range": cached.value.decode()}})
+            return cached.value.decode()
+        self.node_store.put(cache_key, rng.encode())
+        return rng
 
     # -- start/stop --------------------------------------------------------------------
 
@@ -173,7 +194,8 @@ class ClusterNode:
                     tunnel[rng] = node.address
                     # Direct routing needs a next hop of the range's own family.
                     via = next((a for a in [node.address, *node.addresses]
-                                if ipaddress.ip_address(a).version == family), None)
+                                if ipaddress.ip_address(a).version == family
+                                and not _inside(a, node)), None)
                     if via:
                         routes[rng] = via
             if self._datapath is None:

@@ -286,6 +286,11 @@ def test_etcd_restart_mid_traffic_breaks_nothing(cluster: Cluster) -> None:
         # Enforcement and connectivity carry on with the last known state.
         assert cluster.tcp("client", "server", 80)
         assert cluster.ping("other", "server")
+        # A new endpoint whose labels have a known identity still comes up, and
+        # reaches the other node (the tunnel carries its identity).
+        late = cluster.attach(cluster.nodes[1], "late-client", ["container:app=client"])
+        assert late["identity"] == ids_before["client"]
+        assert cluster.tcp("late-client", "server", 80)
     finally:
         cluster.etcd.start()
     until(lambda: n2.api("GET", "/v1/healthz").json()["subsystems"]["cluster"]["status"]
@@ -318,3 +323,31 @@ def test_a_killed_node_disappears_from_the_others(cluster: Cluster) -> None:
 
     until(gone, 15)
     until(lambda: other not in _ipcache_prefixes(n1), 5)
+
+
+def test_direct_routing_mode_routes_per_node_range() -> None:
+    """--tunnel disabled: routes via the other node; identities from the ipcache."""
+    c = build_cluster(["--tunnel", "disabled"])
+    try:
+        n1, n2, n3 = c.nodes
+        c.attach(n1, "server", ["container:app=server"])
+        c.attach(n2, "client", ["container:app=client"])
+        c.attach(n3, "other", ["container:app=other"])
+        for node in c.nodes:
+            until(lambda node=node: len(_ipcache_prefixes(node) & _all_prefixes(c)) == 6, 15)
+        routes = nsh.ip(n2.netns, "route", "show", "proto", str(0xC7))
+        assert "via 198.51.100.1" in routes, routes
+        for fam in ("ipv4", "ipv6"):
+            assert c.ping("client", "server", fam), fam
+            assert c.tcp("client", "server", 80, fam), fam
+        assert n1.agent is not None
+        rules = [{"endpointSelector": {"matchLabels": {"app": "server"}},
+                  "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}]}]}]
+        rev = n1.agent.api("PUT", "/v1/policy", rules).json()["revision"]
+        n1.agent.api("GET", f"/v1/policy/wait/{rev}?timeout=10")
+        assert c.tcp("client", "server", 80)
+        assert not c.tcp("other", "server", 80)
+        tunnel = n1.agent.api("GET", "/v1/bpf/tunnel").json()
+        assert tunnel == []  # nothing went into an overlay
+    finally:
+        teardown(c)
