@@ -12,22 +12,6 @@ from typing import Any
 HTTP = "http"
 KAFKA = "kafka"
 
-#: Kafka API keys by the names Cilium's ``apiKey`` field accepts.
-KAFKA_API_KEYS: frozenset[str] = frozenset(
-    {
-        "produce", "fetch", "offsets", "metadata", "leaderandisr", "stopreplica",
-        "updatemetadata", "controlledshutdown", "offsetcommit", "offsetfetch",
-        "findcoordinator", "joingroup", "heartbeat", "leavegroup", "syncgroup",
-        "describegroups", "listgroups", "saslhandshake", "apiversions", "createtopics",
-        "deletetopics", "deleterecords", "initproducerid", "offsetforleaderepoch",
-        "addpartitionstotxn", "addoffsetstotxn", "endtxn", "writetxnmarkers",
-        "txnoffsetcommit", "describeacls", "createacls", "deleteacls",
-        "describeconfigs", "alterconfigs",
-    }
-)  # fmt: skip
-#: ``role`` shorthands: produce or consume (which imply sets of API keys).
-KAFKA_ROLES: frozenset[str] = frozenset({"produce", "consume"})
-
 
 @dataclass(frozen=True, slots=True)
 class HTTPRule:
@@ -50,7 +34,11 @@ class HTTPRule:
 
 @dataclass(frozen=True, slots=True)
 class KafkaRule:
-    """One allowed Kafka request shape; empty fields match anything."""
+    """One allowed Kafka request shape; empty fields match anything.
+
+    ``role`` and ``api_key`` are kept in lower case (they match in any case);
+    :mod:`.kafka` holds what they mean and how requests are matched.
+    """
 
     role: str = ""
     api_key: str = ""
@@ -72,29 +60,38 @@ class KafkaRule:
 
 @dataclass(frozen=True, slots=True)
 class L7Rules:
-    """The L7 rules of one port entry. At most one parser is used per entry."""
+    """The L7 rules of one port entry. At most one parser is used per entry.
+
+    ``kafka`` is None when the entry has no Kafka rules; an empty tuple is
+    ``"kafka": []``, which still sends the port to the Kafka proxy, where it allows
+    no request (the issue's "an empty rule list allows nothing at L7").
+    """
 
     http: tuple[HTTPRule, ...] = ()
-    kafka: tuple[KafkaRule, ...] = ()
+    kafka: tuple[KafkaRule, ...] | None = None
 
     def is_empty(self) -> bool:
-        return not self.http and not self.kafka
+        return not self.http and self.kafka is None
 
     def parsers(self) -> tuple[str, ...]:
         """The parsers these rules need (normally zero or one)."""
-        return tuple(name for name, rules in ((HTTP, self.http), (KAFKA, self.kafka)) if rules)
+        return tuple(
+            name
+            for name, present in ((HTTP, bool(self.http)), (KAFKA, self.kafka is not None))
+            if present
+        )
 
     def merge(self, other: L7Rules) -> L7Rules:
         """Union of two rule sets for the same port (allows add up), order kept."""
-        return L7Rules(
-            http=tuple(dict.fromkeys((*self.http, *other.http))),
-            kafka=tuple(dict.fromkeys((*self.kafka, *other.kafka))),
-        )
+        kafka = None
+        if self.kafka is not None or other.kafka is not None:
+            kafka = tuple(dict.fromkeys((*(self.kafka or ()), *(other.kafka or ()))))
+        return L7Rules(http=tuple(dict.fromkeys((*self.http, *other.http))), kafka=kafka)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.http:
             out[HTTP] = [rule.to_dict() for rule in self.http]
-        if self.kafka:
+        if self.kafka is not None:
             out[KAFKA] = [rule.to_dict() for rule in self.kafka]
         return out

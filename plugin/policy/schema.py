@@ -23,8 +23,12 @@ from cilium_py.labels import Label, LabelError, LabelSet, parse_label
 from .cidr import CIDRRule
 from .entities import Entity
 from .errors import PolicyValidationError
+from .kafka import API_KEYS as KAFKA_API_KEYS
+from .kafka import MAX_API_VERSION as KAFKA_MAX_API_VERSION
+from .kafka import MAX_TOPIC_LEN as KAFKA_MAX_TOPIC_LEN
+from .kafka import ROLES as KAFKA_ROLES
 from .l4 import PortProtocol, PortRule, Protocol, parse_port
-from .l7 import KAFKA_API_KEYS, KAFKA_ROLES, HTTPRule, KafkaRule, L7Rules
+from .l7 import HTTPRule, KafkaRule, L7Rules
 from .rule import Direction, Rule, Section
 from .selector import EndpointSelector, Operator, Requirement, parse_selector_key
 
@@ -227,37 +231,55 @@ class HTTPRuleSchema(_Base):
         )
 
 
-_KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,255}$")
+_KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+
+
+class _KafkaVersionField(fields.Field):
+    """``apiVersion``: a decimal string as Cilium writes it (``"1"``), or a number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError("must be a string")
+        text = str(value).strip()
+        if not text.isdigit() or int(text) > KAFKA_MAX_API_VERSION:
+            raise ValidationError(
+                f"must be a decimal number from 0 to {KAFKA_MAX_API_VERSION}, not {value!r}"
+            )
+        return str(int(text))
 
 
 class KafkaRuleSchema(_Base):
-    role = _str(validate=OneOf(sorted(KAFKA_ROLES), error="must be one of {choices}"))
+    """A ``rules.kafka`` entry; ``role`` and ``apiKey`` match in any case (Cilium)."""
+
+    role = _str()
     api_key = _str(data_key="apiKey")
-    api_version = _str(data_key="apiVersion")
+    api_version = _KafkaVersionField(data_key="apiVersion", error_messages=dict(_MESSAGES))
     client_id = _str(data_key="clientID")
     topic = _str()
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
         errors: dict[str, str] = {}
+        role = data.get("role")
+        if role and role.lower() not in KAFKA_ROLES:
+            errors["role"] = f"must be one of {', '.join(sorted(KAFKA_ROLES))}, not {role!r}"
         api_key = data.get("api_key")
         if api_key and api_key.lower() not in KAFKA_API_KEYS:
             errors["apiKey"] = f"unknown Kafka API key {api_key!r}"
-        if api_key and data.get("role"):
+        if api_key and role:
             errors["role"] = "role and apiKey cannot be combined"
-        version = data.get("api_version")
-        if version and not version.isdigit():
-            errors["apiVersion"] = "must be a decimal number"
         topic = data.get("topic")
-        if topic and not _KAFKA_TOPIC.match(topic):
-            errors["topic"] = "must be 1-255 characters of a-z, A-Z, 0-9, '.', '_', '-'"
+        if topic and (len(topic) > KAFKA_MAX_TOPIC_LEN or not _KAFKA_TOPIC.match(topic)):
+            errors["topic"] = (
+                f"must be 1-{KAFKA_MAX_TOPIC_LEN} characters of a-z, A-Z, 0-9, '.', '_', '-'"
+            )
         if errors:
             raise ValidationError({k: [v] for k, v in errors.items()})
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> KafkaRule:
         return KafkaRule(
-            role=data.get("role") or "",
+            role=(data.get("role") or "").lower(),
             api_key=(data.get("api_key") or "").lower(),
             api_version=data.get("api_version") or "",
             client_id=data.get("client_id") or "",
@@ -276,13 +298,14 @@ class L7RulesSchema(_Base):
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("http") and data.get("http_caps"):
             raise ValidationError("give either http or HTTP, not both", "HTTP")
-        if (data.get("http") or data.get("http_caps")) and data.get("kafka"):
+        if (data.get("http") or data.get("http_caps")) and data.get("kafka") is not None:
             raise ValidationError("only one L7 protocol per port rule (http or kafka)", "kafka")
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> L7Rules:
         http = (data.get("http") or []) + (data.get("http_caps") or [])
-        return L7Rules(http=tuple(http), kafka=tuple(data.get("kafka") or ()))
+        kafka = data.get("kafka")
+        return L7Rules(http=tuple(http), kafka=None if kafka is None else tuple(kafka))
 
 
 class PortProtocolSchema(_Base):
