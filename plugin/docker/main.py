@@ -18,7 +18,7 @@ from ..config import DEFAULT_SOCKET
 from ..errors import CiliumPyError
 from ..logs import get_logger, setup_logging
 from .agent_api import HTTPAgentAPI
-from .ports import IptablesPublisher
+from .ports import Chains, IptablesPublisher, instance_of
 from .server import DEFAULT_PLUGIN_SOCKET, PluginServer, prepare_plugin_socket
 from .state import DriverState
 
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--docker-url", default="unix:///var/run/docker.sock",
                         help="dockerd's API, for --watch-labels (default: %(default)s)")
     parser.add_argument("--remove-port-chains", action="store_true",
-                        help="remove the plugin's iptables chains (when no port is "
+                        help="remove this instance's iptables chains (those of the driver "
+                             "named by --plugin-socket; only when none of its ports is "
                              "published) and exit; for uninstalling")
     parser.add_argument("--threads", type=int, default=8, help="request threads")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
@@ -76,7 +77,9 @@ def _serving(path: str) -> bool:
 def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher) -> None:
     """Forget endpoints the agent no longer has and remove their port rules.
 
-    Best effort: with the agent down it does nothing, and the next start retries.
+    Only this instance's rules are looked at (:class:`.ports.Chains`): another plugin on
+    the host, with another agent, keeps its ports. Best effort: with the agent down it
+    does nothing, and the next start retries.
     """
     try:
         live = {ep.get("id") for ep in agent.list_endpoints()}
@@ -98,6 +101,11 @@ def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher)
         log.info("reconciled", extra={"fields": {"forgotten": sorted(stale)}})
 
 
+def publisher_for(plugin_socket: str) -> IptablesPublisher:
+    """The port publisher of the instance serving ``plugin_socket``."""
+    return IptablesPublisher(chains=Chains(instance_of(plugin_socket)))
+
+
 def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Runs in the gunicorn worker, which owns the state and serves the calls."""
     from .app import create_app
@@ -105,7 +113,7 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     setup_logging(args.log_format, args.log_level)
     agent = HTTPAgentAPI(args.agent_socket)
     state = DriverState(args.state_file)
-    ports = IptablesPublisher()
+    ports = publisher_for(args.plugin_socket)
     reconcile(agent, state, ports)
     if args.watch_labels:
         from .labels import DockerLabelWatcher
@@ -114,7 +122,8 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         watcher.start()
         build_app.watcher = watcher  # type: ignore[attr-defined]
     log.info("docker driver ready", extra={"fields": {
-        "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket}})
+        "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket,
+        "port_chains": [ports.chains.nat, ports.chains.fwd]}})
     return create_app(agent, state, ports)
 
 
@@ -122,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     if args.remove_port_chains:
-        if IptablesPublisher().remove_chains():
+        if publisher_for(args.plugin_socket).remove_chains():
             return 0
         print("cilium-py-docker: ports are still published; remove those containers first",
               file=sys.stderr)

@@ -11,10 +11,18 @@ memory. The rules are kernel state, so traffic keeps flowing while the plugin is
 - ``filter CILIUM_PY_DOCKER_FWD``, jumped to first from FORWARD: accept exactly the
   DNATed flows in both directions (dockerd's FORWARD policy is DROP). The container's
   ingress policy still applies in the datapath; the source is ``world``.
+
+The chains belong to one plugin *instance*, named like its driver (the plugin socket's
+name): the installed ``cilium-py`` keeps the names above, any other instance (a second
+plugin on the same host, the tests) gets its own chains with a suffix and its own
+comment tag (:class:`Chains`). An instance only ever lists, changes or removes its own
+chains, so its start-up reconciliation cannot touch another instance's ports; only the
+check for a host port that is already published looks at every instance's chains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 import subprocess
@@ -32,21 +40,65 @@ log = get_logger("docker.ports")
 NAT_CHAIN = "CILIUM_PY_DOCKER_DNAT"
 FWD_CHAIN = "CILIUM_PY_DOCKER_FWD"
 COMMENT_PREFIX = "cilium-py-docker:"
+DEFAULT_INSTANCE = "cilium-py"
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 49153, 60999
 PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 
 
-def _jumps(family: int) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(table, built-in chain, rule) of the jumps into the plugin's own chains: DNAT for
-    traffic to the host's addresses (from outside and from the host itself, loopback
-    aside) and the FORWARD accept chain."""
-    local = ("-m", "addrtype", "--dst-type", "LOCAL")
-    loopback = "127.0.0.0/8" if family == 4 else "::1/128"
-    return [
-        ("nat", "PREROUTING", (*local, "-j", NAT_CHAIN)),
-        ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", NAT_CHAIN)),
-        ("filter", "FORWARD", ("-j", FWD_CHAIN)),
-    ]
+@dataclass(frozen=True)
+class Chains:
+    """The iptables names one plugin instance owns.
+
+    ``instance`` is the driver name dockerd knows the plugin by. The default instance
+    keeps the historical names, so an upgraded plugin finds the rules it wrote before;
+    another instance's names carry six hex digits of a hash of its name (iptables
+    allows 28 characters, driver names are longer).
+    """
+
+    instance: str = DEFAULT_INSTANCE
+
+    @property
+    def _suffix(self) -> str:
+        if self.instance == DEFAULT_INSTANCE:
+            return ""
+        return "_" + hashlib.sha256(self.instance.encode()).hexdigest()[:6].upper()
+
+    @property
+    def nat(self) -> str:
+        return NAT_CHAIN + self._suffix
+
+    @property
+    def fwd(self) -> str:
+        return FWD_CHAIN + self._suffix
+
+    @property
+    def comment_prefix(self) -> str:
+        """What every rule's comment starts with, before the endpoint id."""
+        if self.instance == DEFAULT_INSTANCE:
+            return COMMENT_PREFIX
+        return f"{COMMENT_PREFIX[:-1]}@{self.instance}:"
+
+    def own(self) -> tuple[tuple[str, str], ...]:
+        """(table, chain) of every chain of this instance."""
+        return (("nat", self.nat), ("filter", self.fwd))
+
+    def jumps(self, family: int) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(table, built-in chain, rule) of the jumps into this instance's chains: DNAT
+        for traffic to the host's addresses (from outside and from the host itself,
+        loopback aside) and the FORWARD accept chain."""
+        local = ("-m", "addrtype", "--dst-type", "LOCAL")
+        loopback = "127.0.0.0/8" if family == 4 else "::1/128"
+        return [
+            ("nat", "PREROUTING", (*local, "-j", self.nat)),
+            ("nat", "OUTPUT", (*local, "!", "-d", loopback, "-j", self.nat)),
+            ("filter", "FORWARD", ("-j", self.fwd)),
+        ]
+
+
+def instance_of(plugin_socket: str) -> str:
+    """The driver name dockerd gives a plugin: its socket's file name without ``.sock``."""
+    name = plugin_socket.rstrip("/").rsplit("/", 1)[-1]
+    return name[:-5] if name.endswith(".sock") else name
 
 
 @dataclass(frozen=True)
@@ -149,6 +201,7 @@ class IptablesPublisher:
     """:class:`Publisher` writing iptables/ip6tables rules; ``runner`` is swappable for tests."""
 
     runner: Runner = run_command
+    chains: Chains = field(default_factory=Chains)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: set[int] = field(default_factory=set)
 
@@ -168,26 +221,29 @@ class IptablesPublisher:
     def _ensure_chains(self, family: int) -> None:
         if family in self._ready:
             return
-        for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+        for table, chain in self.chains.own():
             try:
                 self._ipt(family, "-t", table, "-N", chain)
             except Unavailable:
                 pass  # exists already
-        for table, parent, rule in _jumps(family):
+        for table, parent, rule in self.chains.jumps(family):
             if not self._has(family, table, parent, *rule):
                 self._ipt(family, "-t", table, "-I", parent, "1", *rule)
         self._ready.add(family)
 
     def _published_ports(self) -> set[tuple[int, int]]:
-        """(proto, host port) pairs that our rules already use, both families."""
+        """(proto, host port) pairs that the DNAT chains of *every* instance use, both
+        families: two instances must not publish the same port either."""
         used: set[tuple[int, int]] = set()
         for family in (4, 6):
             try:
-                text = self._ipt(family, "-t", "nat", "-S", NAT_CHAIN)
+                text = self._ipt(family, "-t", "nat", "-S")
             except Unavailable:
                 continue
             for line in text.splitlines():
                 words = line.split()
+                if words[:1] != ["-A"] or not words[1].startswith(NAT_CHAIN):
+                    continue
                 if "--dport" in words and "-p" in words:
                     proto = PROTO_NUMBERS.get(words[words.index("-p") + 1])
                     if proto is not None:
@@ -210,16 +266,16 @@ class IptablesPublisher:
     def _rules(self, eid: str, family: int, container_ip: str, req: Request,
                host_port: int) -> list[tuple[str, ...]]:
         proto = PROTO_NAMES[req.proto]
-        comment = ("-m", "comment", "--comment", COMMENT_PREFIX + eid)
+        comment = ("-m", "comment", "--comment", self.chains.comment_prefix + eid)
         dest = f"{container_ip}:{req.port}" if family == 4 else f"[{container_ip}]:{req.port}"
         host = ("-d", req.host_ip) if req.host_ip else ()
         return [
-            ("-t", "nat", "-A", NAT_CHAIN, *host, "-p", proto, "--dport", str(host_port),
+            ("-t", "nat", "-A", self.chains.nat, *host, "-p", proto, "--dport", str(host_port),
              *comment, "-j", "DNAT", "--to-destination", dest),
-            ("-t", "filter", "-A", FWD_CHAIN, "-d", container_ip, "-p", proto,
+            ("-t", "filter", "-A", self.chains.fwd, "-d", container_ip, "-p", proto,
              "--dport", str(req.port), "-m", "conntrack", "--ctstate", "DNAT",
              *comment, "-j", "ACCEPT"),
-            ("-t", "filter", "-A", FWD_CHAIN, "-s", container_ip, "-p", proto,
+            ("-t", "filter", "-A", self.chains.fwd, "-s", container_ip, "-p", proto,
              "--sport", str(req.port), "-m", "conntrack", "--ctstate", "DNAT",
              *comment, "-j", "ACCEPT"),
         ]
@@ -254,7 +310,7 @@ class IptablesPublisher:
             text = self._ipt(family, "-t", table, "-S", chain)
         except Unavailable:
             return []
-        tag = COMMENT_PREFIX + eid
+        tag = self.chains.comment_prefix + eid
         out = []
         for line in text.splitlines():
             words = line.split()
@@ -264,7 +320,7 @@ class IptablesPublisher:
 
     def _revoke_locked(self, eid: str) -> None:
         for family in (4, 6):
-            for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+            for table, chain in self.chains.own():
                 for rule in self._rules_of(family, table, chain, eid):
                     try:
                         self._ipt(family, "-t", table, "-D", chain, *rule)
@@ -287,10 +343,10 @@ class IptablesPublisher:
             if self.endpoints_with_rules():
                 return False
             for family in (4, 6):
-                for table, parent, rule in _jumps(family):
+                for table, parent, rule in self.chains.jumps(family):
                     while self._has(family, table, parent, *rule):
                         self._ipt(family, "-t", table, "-D", parent, *rule)
-                for table, chain in (("nat", NAT_CHAIN), ("filter", FWD_CHAIN)):
+                for table, chain in self.chains.own():
                     for op in ("-F", "-X"):
                         try:
                             self._ipt(family, "-t", table, op, chain)
@@ -302,15 +358,16 @@ class IptablesPublisher:
     def endpoints_with_rules(self) -> set[str]:
         """Endpoint ids that have rules (used to sweep rules of endpoints that are gone)."""
         found: set[str] = set()
+        prefix = self.chains.comment_prefix
         for family in (4, 6):
             try:
-                text = self._ipt(family, "-t", "nat", "-S", NAT_CHAIN)
+                text = self._ipt(family, "-t", "nat", "-S", self.chains.nat)
             except Unavailable:
                 continue
             for word in text.split():
                 word = word.strip('"')
-                if word.startswith(COMMENT_PREFIX):
-                    found.add(word[len(COMMENT_PREFIX):])
+                if word.startswith(prefix):
+                    found.add(word[len(prefix):])
         return found
 
 

@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -181,8 +180,7 @@ def main() -> None:
                 os.unlink(plugin.socket)
             sh("ip", "link", "del", router, check=False)
             sh("docker", "rmi", "-f", image, check=False)
-            sh(sys.executable, "-m", "cilium_py.docker.main", "--remove-port-chains",
-               check=False)
+            plugin.remove_chains()
             shutil.rmtree(bpf_root, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -76,7 +75,7 @@ def docker_env(dockerd: None, image: str) -> Iterator[DockerEnv]:
             env.agent.stop()
         if os.path.exists(plugin.socket):
             os.unlink(plugin.socket)
-        run(sys.executable, "-m", "cilium_py.docker.main", "--remove-port-chains", check=False)
+        plugin.remove_chains()
         run("ip", "link", "del", router, check=False)
         shutil.rmtree(bpf_root, ignore_errors=True)
         if os.environ.get("CPYT_KEEP_LOGS"):

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from cilium_py.cli.client import AgentClient
+from cilium_py.docker.ports import Chains
 from tests.conftest import AGENT, RunningAgent, wait_for_socket
 
 POOL4 = "10.201.0.0/16"
@@ -200,6 +201,15 @@ class Plugin:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    @property
+    def chains(self) -> Chains:
+        return Chains(self.name)
+
+    def remove_chains(self) -> None:
+        """Remove this instance's port chains (and only this instance's)."""
+        run(sys.executable, "-m", "cilium_py.docker.main", "--plugin-socket", self.socket,
+            "--remove-port-chains", check=False)
+
     def log(self) -> str:
         try:
             return Path(self.log_path).read_text()
@@ -232,6 +242,11 @@ class DockerEnv:
     @property
     def driver(self) -> str:
         return self.plugin.name
+
+    @property
+    def chains(self) -> Chains:
+        """The session plugin's own iptables chains (never the installed plugin's)."""
+        return self.plugin.chains
 
     def api(self) -> AgentClient:
         return AgentClient(self.agent.socket)
@@ -318,5 +333,5 @@ def leak_snapshot(env: DockerEnv) -> dict[str, Any]:
         "allocations": sorted(api.get("/v1/ipam")["allocations"]),
         "links": sorted(n for n in names if n.startswith(("lxc", "tmp"))),
         "bpf": len(api.get("/v1/bpf/endpoint")),
-        "port-rules": rules.count("cilium-py-docker:"),
+        "port-rules": rules.count(env.chains.comment_prefix),
     }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from docker_e2e import leak_snapshot, run
+from docker_e2e import Plugin, leak_snapshot, run
 
 pytestmark = pytest.mark.integration
 
@@ -13,10 +15,10 @@ def _get(ns: str, address: str, port: int) -> str:
     return run("ip", "netns", "exec", ns, "sh", "-c", script, check=False, timeout=30).stdout
 
 
-def _published_ports(eid: str) -> list[int]:
-    text = run("iptables", "-t", "nat", "-S", "CILIUM_PY_DOCKER_DNAT").stdout
+def _published_ports(env, eid: str) -> list[int]:
+    text = run("iptables", "-t", "nat", "-S", env.chains.nat).stdout
     return [int(line.split("--dport ")[1].split()[0])
-            for line in text.splitlines() if f"cilium-py-docker:{eid}" in line]
+            for line in text.splitlines() if env.chains.comment_prefix + eid in line]
 
 
 def test_published_port_from_outside(env, outside):
@@ -30,7 +32,7 @@ def test_any_host_port(env, outside):
     ns, host = outside
     net = env.network("v6", "--ipv6")
     web = env.web(net, {"app": "web"}, "-p", "80")
-    ports = _published_ports(env.endpoint_id(web, net))
+    ports = _published_ports(env, env.endpoint_id(web, net))
     assert len(ports) == 1 and ports[0] >= 49153
     assert "hello from cilium-py" in _get(ns, host, ports[0])
 
@@ -52,3 +54,25 @@ def test_port_taken_twice_is_refused(env):
               "-p", "18085:80", env.image, "sleep", "60", check=False)
     assert res.returncode != 0
     assert "18085/tcp is already published" in res.stderr
+
+
+def test_a_second_plugin_leaves_the_first_ones_ports_alone(env, outside, agent, workdir):
+    """Issue 11 item 9: another plugin instance on the host (here with an agent in a
+    node namespace that knows none of the session's endpoints) reconciles only its own
+    rules at start: the session plugin's published port keeps answering."""
+    ns, host = outside
+    net = env.network("v4")
+    env.web(net, {"app": "web"}, "-p", "18087:80")
+    assert "hello from cilium-py" in _get(ns, host, 18087)
+    name = f"{env.prefix}-2nd"
+    second = Plugin(name=name, socket=f"/run/docker/plugins/{name}.sock",
+                    agent_socket=agent.socket, state_file=os.path.join(workdir, "driver.json"),
+                    log_path=os.path.join(workdir, "plugin.log"), watch_labels=False)
+    try:
+        second.start()  # answers only once its start-up reconciliation is done
+        assert "hello from cilium-py" in _get(ns, host, 18087)
+    finally:
+        second.stop()
+        second.remove_chains()
+        if os.path.exists(second.socket):
+            os.unlink(second.socket)

@@ -9,8 +9,10 @@ import pytest
 from cilium_py.docker.ports import (
     FWD_CHAIN,
     NAT_CHAIN,
+    Chains,
     IptablesPublisher,
     Request,
+    instance_of,
     requests_from,
 )
 from cilium_py.errors import Conflict, InvalidInput, Unavailable
@@ -33,6 +35,9 @@ class FakeIptables:
         table = "filter"
         if rest[:1] == ["-t"]:
             table, rest = rest[1], rest[2:]
+        if rest == ["-S"]:  # the whole table
+            return "".join(self._save(c, r) for (t, tb, c), r in self.chains.items()
+                           if (t, tb) == (tool, table))
         op, chain, rule = rest[0], rest[1], rest[2:]
         key = (tool, table, chain)
         if op == "-N":
@@ -62,12 +67,16 @@ class FakeIptables:
         elif op == "-D":
             rules.remove(rule)
         elif op == "-S":
-            lines = [f"-N {chain}"]
-            for r in rules:
-                words = [f'"{w}"' if w.startswith("cilium-py-docker:") else w for w in r]
-                lines.append(" ".join(["-A", chain, *words]))
-            return "\n".join(lines) + "\n"
+            return self._save(chain, rules)
         return ""
+
+    @staticmethod
+    def _save(chain: str, rules: list[list[str]]) -> str:
+        lines = [f"-N {chain}"]
+        for r in rules:
+            words = [f'"{w}"' if w.startswith("cilium-py-docker") else w for w in r]
+            lines.append(" ".join(["-A", chain, *words]))
+        return "\n".join(lines) + "\n"
 
     def rules(self, tool: str, table: str, chain: str) -> list[list[str]]:
         return self.chains.get((tool, table, chain), [])
@@ -182,3 +191,51 @@ def test_remove_chains_only_when_unused(publisher, ipt):
     assert publisher.remove_chains() is True
     assert ipt.rules("iptables", "nat", "PREROUTING") == []
     assert ipt.rules("ip6tables", "filter", "FORWARD") == []
+
+
+# -- instances (issue 11 item 9) ------------------------------------------------------
+
+
+@pytest.fixture
+def second(ipt) -> IptablesPublisher:
+    return IptablesPublisher(runner=ipt, chains=Chains("cpyt-e2e-1a2b3c"))
+
+
+def test_the_installed_instance_keeps_its_chain_names():
+    assert (Chains().nat, Chains().fwd) == (NAT_CHAIN, FWD_CHAIN)
+    assert Chains(instance_of("/run/docker/plugins/cilium-py.sock")) == Chains()
+
+
+def test_another_instance_has_chains_of_its_own():
+    chains = Chains(instance_of("/run/docker/plugins/cpyt-e2e-1a2b3c.sock"))
+    assert chains.nat.startswith(NAT_CHAIN + "_") and chains.fwd.startswith(FWD_CHAIN + "_")
+    assert len(chains.nat) <= 28 and len(chains.fwd) <= 28  # iptables' limit
+    assert chains.comment_prefix == "cilium-py-docker@cpyt-e2e-1a2b3c:"
+    assert chains.nat != Chains("cpyt-e2e-ffffff").nat
+
+
+def test_an_instance_sees_and_revokes_only_its_own_rules(publisher, second, ipt):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "", 8080)])
+    second.publish(OTHER, "10.202.0.6", None, [Request(6, 80, "", 8081)])
+    assert ipt.rules("iptables", "nat", second.chains.nat)[0][-1] == "10.202.0.6:80"
+    assert second.endpoints_with_rules() == {OTHER}
+    assert publisher.endpoints_with_rules() == {EID}
+    second.revoke(EID)  # what a reconciliation does with endpoints its agent lacks
+    assert publisher.endpoints_with_rules() == {EID}
+    assert len(ipt.rules("iptables", "nat", NAT_CHAIN)) == 1
+
+
+def test_a_port_another_instance_published_is_a_conflict(publisher, second):
+    publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8080)])
+    with pytest.raises(Conflict):
+        second.publish(OTHER, "10.202.0.6", None, [Request(6, 80, "", 8080)])
+
+
+def test_removing_an_instances_chains_leaves_the_others(publisher, second, ipt):
+    publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 8080)])
+    second.publish(OTHER, "10.202.0.6", None, [Request(6, 80, "", 8081)])
+    second.revoke(OTHER)
+    assert second.remove_chains() is True
+    assert ipt.rules("iptables", "nat", "PREROUTING") == [
+        ["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_CHAIN]]
+    assert publisher.endpoints_with_rules() == {EID}
