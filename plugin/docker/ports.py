@@ -22,6 +22,7 @@ check for a host port that is already published looks at every instance's chains
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import socket
@@ -174,26 +175,74 @@ def run_command(argv: Sequence[str]) -> str:
 
 
 def _families(binding: Request, ipv4: str | None, ipv6: str | None) -> list[tuple[int, str]]:
-    """(family, container address) pairs a binding is published for."""
+    """(family, container address) pairs a binding is published for.
+
+    ``0.0.0.0`` and ``::`` mean every address of their family, as with Docker's bridge.
+    A loopback address is refused: the kernel routes ``127.0.0.0/8`` to a container
+    only with ``route_localnet`` on its host interface, which would also let every
+    container reach the host's loopback-only services (the class of CVE-2020-8558),
+    and ``::1`` not at all.
+    """
     if binding.host_ip:
-        version = ipaddress.ip_address(binding.host_ip).version
-        target = ipv4 if version == 4 else ipv6
+        address = ipaddress.ip_address(binding.host_ip)
+        if address.is_loopback:
+            raise InvalidInput(
+                f"cannot publish on the loopback address {address}: the kernel does not "
+                "route loopback traffic to containers (not without opening the host's "
+                "loopback services to them). Publish on all addresses (-p "
+                f"{binding.host_port or 'PORT'}:{binding.port}) and allow only the host "
+                'with a policy (fromEntities: ["host"]), or on another host address')
+        target = ipv4 if address.version == 4 else ipv6
         if target is None:
             raise InvalidInput(
                 f"cannot publish on {binding.host_ip}: the container has no "
-                f"IPv{version} address on this network")
-        return [(version, target)]
+                f"IPv{address.version} address on this network")
+        return [(address.version, target)]
     return [(v, a) for v, a in ((4, ipv4), (6, ipv6)) if a is not None]
 
 
-def _port_free(proto: int, port: int) -> bool:
-    kind = socket.SOCK_DGRAM if proto == 17 else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as sock:
+def _dest_match(host_ip: str) -> tuple[str, ...]:
+    """The DNAT rule's destination match: none for all addresses of a family."""
+    if not host_ip or ipaddress.ip_address(host_ip).is_unspecified:
+        return ()
+    return ("-d", host_ip)
+
+
+def _probe(proto: int, family: int, host_ip: str, port: int) -> OSError | None:
+    """Bind ``host_ip:port`` as a server would; the error when that fails.
+
+    This is the check Docker's bridge gets from its port proxy, which fails to bind a
+    port a host process listens on. TCP binds with SO_REUSEADDR, as servers (and
+    Docker's proxy) do, so only a listening socket conflicts, not connections in
+    TIME_WAIT; UDP without it, so any bound socket conflicts. Nothing stays bound.
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    kind, number = {6: (socket.SOCK_STREAM, 0), 17: (socket.SOCK_DGRAM, 0),
+                    132: (socket.SOCK_STREAM, socket.IPPROTO_SCTP)}[proto]
+    try:
+        sock = socket.socket(af, kind, number)
+    except OSError:
+        return None  # no such protocol here (sctp not loaded): nothing can listen on it
+    with sock:
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if proto != 17:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
+            sock.bind((host_ip or ("0.0.0.0" if family == 4 else "::"), port))
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _refusal(proto: int, host_ip: str, port: int, exc: OSError) -> Exception:
+    where = f"[{host_ip}]" if ":" in host_ip else (host_ip or "0.0.0.0")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return InvalidInput(f"cannot publish on {host_ip}: it is not an address of this host")
+    return Conflict(
+        f"host port {port}/{PROTO_NAMES[proto]} is in use on this host (binding "
+        f"{where}:{port} failed: {exc.strerror or exc}); a published port would take "
+        "its traffic away from the process listening on it")
 
 
 @dataclass
@@ -250,25 +299,39 @@ class IptablesPublisher:
                         used.add((proto, int(words[words.index("--dport") + 1])))
         return used
 
-    def _choose_port(self, req: Request, used: set[tuple[int, int]]) -> int:
+    def _choose_port(self, req: Request, families: Sequence[int],
+                     used: set[tuple[int, int]]) -> int:
+        """The host port for ``req``: its own, or the first free one of its range (or of
+        the ephemeral range). Free means no instance publishes it and a host process
+        could bind it in every family it is published for."""
+        name = PROTO_NAMES[req.proto]
         if req.host_port and req.host_port_end in (0, req.host_port):
             if (req.proto, req.host_port) in used:
-                raise Conflict(
-                    f"host port {req.host_port}/{PROTO_NAMES[req.proto]} is already published")
+                raise Conflict(f"host port {req.host_port}/{name} is already published")
+            for family in families:
+                failure = _probe(req.proto, family, req.host_ip, req.host_port)
+                if failure is not None:
+                    raise _refusal(req.proto, req.host_ip, req.host_port, failure)
             return req.host_port
         first, last = ((req.host_port, req.host_port_end) if req.host_port
                        else (EPHEMERAL_FIRST, EPHEMERAL_LAST))
         for port in range(first, last + 1):
-            if (req.proto, port) not in used and _port_free(req.proto, port):
+            if (req.proto, port) in used:
+                continue
+            failures = [_probe(req.proto, f, req.host_ip, port) for f in families]
+            bad = next((f for f in failures if f is not None), None)
+            if bad is None:
                 return port
-        raise Conflict(f"no free host port in {first}-{last}/{PROTO_NAMES[req.proto]}")
+            if bad.errno == errno.EADDRNOTAVAIL:
+                raise _refusal(req.proto, req.host_ip, port, bad)
+        raise Conflict(f"no free host port in {first}-{last}/{name}")
 
     def _rules(self, eid: str, family: int, container_ip: str, req: Request,
                host_port: int) -> list[tuple[str, ...]]:
         proto = PROTO_NAMES[req.proto]
         comment = ("-m", "comment", "--comment", self.chains.comment_prefix + eid)
         dest = f"{container_ip}:{req.port}" if family == 4 else f"[{container_ip}]:{req.port}"
-        host = ("-d", req.host_ip) if req.host_ip else ()
+        host = _dest_match(req.host_ip)
         return [
             ("-t", "nat", "-A", self.chains.nat, *host, "-p", proto, "--dport", str(host_port),
              *comment, "-j", "DNAT", "--to-destination", dest),
@@ -291,7 +354,7 @@ class IptablesPublisher:
             try:
                 for req in requests:
                     targets = _families(req, ipv4, ipv6)
-                    host_port = self._choose_port(req, used)
+                    host_port = self._choose_port(req, [f for f, _ in targets], used)
                     used.add((req.proto, host_port))
                     for family, container_ip in targets:
                         self._ensure_chains(family)

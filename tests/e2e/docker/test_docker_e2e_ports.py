@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 from docker_e2e import Plugin, leak_snapshot, run
@@ -54,6 +55,41 @@ def test_port_taken_twice_is_refused(env):
               "-p", "18085:80", env.image, "sleep", "60", check=False)
     assert res.returncode != 0
     assert "18085/tcp is already published" in res.stderr
+
+
+def _run_published(env, net: str, publish: str):
+    return run("docker", "run", "-d", "--name", env.name("pub"), "--network", net,
+               "-p", publish, env.image, "httpd", "-f", "-p", "80", "-h", "/www", check=False)
+
+
+def test_a_port_a_host_process_listens_on_is_refused(env):
+    """Issue 11 item 6: as with Docker's bridge, whose proxy cannot bind it."""
+    net = env.network("v4")
+    before = leak_snapshot(env)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("0.0.0.0", 18088))
+        listener.listen()
+        res = _run_published(env, net, "18088:80")
+    assert res.returncode != 0
+    assert "host port 18088/tcp is in use on this host" in res.stderr
+    assert leak_snapshot(env) == before
+
+
+def test_publishing_on_loopback_is_refused_clearly(env):
+    net = env.network("v4")
+    before = leak_snapshot(env)
+    res = _run_published(env, net, "127.0.0.1:18089:80")
+    assert res.returncode != 0
+    assert "cannot publish on the loopback address 127.0.0.1" in res.stderr
+    assert leak_snapshot(env) == before
+
+
+def test_publishing_on_all_ipv4_addresses(env, outside):
+    ns, host = outside
+    net = env.network("v4")
+    assert _run_published(env, net, "0.0.0.0:18091:80").returncode == 0
+    assert "hello from cilium-py" in _get(ns, host, 18091)
 
 
 def test_a_second_plugin_leaves_the_first_ones_ports_alone(env, outside, agent, workdir):

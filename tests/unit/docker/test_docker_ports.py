@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Sequence
 
 import pytest
@@ -89,7 +91,14 @@ def ipt() -> FakeIptables:
 
 @pytest.fixture
 def publisher(ipt, monkeypatch) -> IptablesPublisher:
-    monkeypatch.setattr("cilium_py.docker.ports._port_free", lambda proto, port: port != 49153)
+    def probe(proto: int, family: int, host_ip: str, port: int) -> OSError | None:
+        if host_ip == "203.0.113.9":
+            return OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        if port in (49153, 18088):  # "a host process listens there"
+            return OSError(errno.EADDRINUSE, "Address already in use")
+        return None
+
+    monkeypatch.setattr("cilium_py.docker.ports._probe", probe)
     return IptablesPublisher(runner=ipt)
 
 
@@ -114,9 +123,52 @@ def test_publish_dual_stack_without_host_ip(publisher, ipt):
 
 
 def test_host_ip_selects_the_family(publisher, ipt):
-    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "::", 8080)])
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "fd00::5", 8080)])
     assert ipt.rules("iptables", "nat", NAT_CHAIN) == []
-    assert ipt.rules("ip6tables", "nat", NAT_CHAIN)[0][:2] == ["-d", "::"]
+    assert ipt.rules("ip6tables", "nat", NAT_CHAIN)[0][:2] == ["-d", "fd00::5"]
+
+
+@pytest.mark.parametrize(("host_ip", "tool"), [("0.0.0.0", "iptables"), ("::", "ip6tables")])
+def test_the_unspecified_address_means_every_address_of_its_family(publisher, ipt, host_ip,
+                                                                   tool):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, host_ip, 8080)])
+    other = "ip6tables" if tool == "iptables" else "iptables"
+    assert ipt.rules(other, "nat", NAT_CHAIN) == []
+    assert ipt.rules(tool, "nat", NAT_CHAIN)[0][:4] == ["-p", "tcp", "--dport", "8080"]
+
+
+@pytest.mark.parametrize("host_ip", ["127.0.0.1", "127.1.2.3", "::1"])
+def test_loopback_is_refused_with_what_to_do_instead(publisher, ipt, host_ip):
+    with pytest.raises(InvalidInput, match="loopback") as err:
+        publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, host_ip, 8080)])
+    assert "fromEntities" in err.value.message
+    assert publisher.endpoints_with_rules() == set()
+
+
+def test_a_port_a_host_process_holds_is_refused(publisher):
+    with pytest.raises(Conflict, match="host port 18088/tcp is in use on this host"):
+        publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "", 18088)])
+    assert publisher.endpoints_with_rules() == set()
+
+
+def test_an_address_the_host_does_not_have_is_refused(publisher):
+    with pytest.raises(InvalidInput, match="not an address of this host"):
+        publisher.publish(EID, "10.201.0.6", None, [Request(6, 80, "203.0.113.9", 8080)])
+
+
+@pytest.mark.parametrize(("kind", "proto"), [(socket.SOCK_STREAM, 6), (socket.SOCK_DGRAM, 17)])
+def test_probe_finds_a_bound_port(kind, proto):
+    from cilium_py.docker.ports import _probe
+
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            holder.listen()
+        port = holder.getsockname()[1]
+        for host_ip in ("", "127.0.0.1"):
+            failure = _probe(proto, 4, host_ip, port)
+            assert failure is not None and failure.errno == errno.EADDRINUSE
+    assert _probe(proto, 4, "127.0.0.1", port) is None
 
 
 def test_host_ip_of_a_missing_family_is_refused(publisher):
