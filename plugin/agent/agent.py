@@ -139,6 +139,7 @@ class Agent:
                 self._cluster_policy_changed, lambda _lease: self.identities.rebind(),
                 self.policy._node_addrs,
             )
+            self.endpoints.mtu = self.cluster.endpoint_mtu
         summary = self.endpoints.restore()
         if self.datapath is not None:
             keep = {ep.ifindex for ep in self.endpoints.list()}

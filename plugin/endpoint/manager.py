@@ -64,6 +64,9 @@ class EndpointManager:
     ) -> None:
         # Extra label providers (Kubernetes pod labels); each returns labels to add.
         self.label_sources = label_sources or []
+        # Interface MTU for new endpoints; None: the kernel's default (1500). An overlay
+        # lowers it by its encapsulation overhead.
+        self.mtu: int | None = None
         self.store = store
         self.ipam = ipam
         self.identities = identities
@@ -237,7 +240,7 @@ class EndpointManager:
                 info = plumbing.create_endpoint_link(
                     ep_id, ep.netns, ep.interface_name,
                     ipv4=ep.ipv4, ipv6=ep.ipv6,
-                    gw4=ep.gateway.get("ipv4"), gw6=ep.gateway.get("ipv6"),
+                    gw4=ep.gateway.get("ipv4"), gw6=ep.gateway.get("ipv6"), mtu=self.mtu,
                 )
             undo.append(lambda: plumbing.delete_endpoint_link(info.host_ifname, ep.ipv4, ep.ipv6))
             ep.host_interface = info.host_ifname

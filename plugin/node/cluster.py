@@ -32,7 +32,7 @@ from ..logs import get_logger
 from ..store import Store, StoreError
 from .ranges import claim_node_range, parse_cluster_range
 from .registry import NodeInfo, NodeRegistry
-from .tunnel import DEFAULT_TUNNEL_DEVICE, ensure_vxlan
+from .tunnel import DEFAULT_TUNNEL_DEVICE, VXLAN_OVERHEAD, ensure_vxlan
 from .watch import PrefixWatcher
 
 log = get_logger("node")
@@ -69,6 +69,16 @@ def _inside(addr: str, node: NodeInfo) -> bool:
                for rng in (node.ipv4_range, node.ipv6_range))
 
 
+def uplink_mtu(address: str, default: int = 1500) -> int:
+    """MTU of the interface holding ``address`` (the underlay of the overlay)."""
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr():
+            if msg.get_attr("IFA_ADDRESS") == address or msg.get_attr("IFA_LOCAL") == address:
+                link = ipr.get_links(msg["index"])[0]
+                return int(link.get_attr("IFLA_MTU") or default)
+    return default
+
+
 class ClusterNode:
     """Ranges, registration and the cluster view of one agent."""
 
@@ -82,6 +92,7 @@ class ClusterNode:
         self.registry: NodeRegistry | None = None
         self.address: str | None = None
         self.tunnel_ifindex = 0
+        self.endpoint_mtu: int | None = None
         self._watchers: list[PrefixWatcher] = []
         self._datapath: Any = None
         self._lock = threading.Lock()
@@ -132,6 +143,9 @@ class ClusterNode:
         if datapath is not None:
             if self.config.tunnel == "vxlan":
                 self.tunnel_ifindex = ensure_vxlan(DEFAULT_TUNNEL_DEVICE)
+                # Encapsulated packets must fit the underlay: endpoints get its MTU less
+                # the VXLAN overhead, so TCP picks segments that never fragment.
+                self.endpoint_mtu = uplink_mtu(self.address) - VXLAN_OVERHEAD
             datapath.attach_overlay(self.tunnel_ifindex)
         me = NodeInfo(name=self.name, address=self.address, ipv4_range=self.ipv4_range,
                       ipv6_range=self.ipv6_range,

@@ -8,139 +8,24 @@ by name at the end.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import RunningAgent, start_agent, unique
+from tests.conftest import unique
 from tests.support import netns as nsh
-from tests.support.etcd import EtcdServer, remove_etcd, start_etcd
-
-FABRIC_V4 = "198.51.100.254"
-POOL4 = "10.230.0.0/16"
-POOL6 = "fd10:230::/112"
-
-
-def serve() -> None:
-    nsh.serve_start((80, 8080), (53,))
-
-
-@dataclass
-class Node:
-    name: str
-    netns: str
-    address: str
-    agent: RunningAgent | None = None
-    workdir: str = ""
-    bpf_root: str = ""
-
-
-@dataclass
-class Cluster:
-    etcd: EtcdServer
-    fabric: str
-    nodes: list[Node]
-    extra_args: list[str]
-    namespaces: list[str] = field(default_factory=list)
-    workers: dict[str, nsh.NetnsWorker] = field(default_factory=dict)
-    eps: dict[str, dict] = field(default_factory=dict)
-
-    def start_agent(self, node: Node) -> None:
-        node.agent = start_agent(
-            node.netns, node.workdir, node.bpf_root,
-            "--store", self.etcd.url, "--node-name", node.name,
-            "--node-address", node.address, "--ipv4-pool", POOL4, "--ipv6-pool", POOL6,
-            "--node-lease-ttl", "3", *self.extra_args,
-            state_dir=f"{node.workdir}/state",
-        )
-
-    def attach(self, node: Node, name: str, labels: list[str]) -> dict:
-        ns = unique("cpyt-ep")
-        nsh.create_netns(ns)
-        self.namespaces.append(ns)
-        assert node.agent is not None
-        resp = node.agent.api("PUT", f"/v1/endpoint/{name}",
-                              {"netns": f"/var/run/netns/{ns}", "labels": labels})
-        assert resp.status_code == 201, resp.text
-        self.eps[name] = resp.json()
-        self.workers[name] = nsh.NetnsWorker(ns)
-        self.workers[name].call(serve)
-        return self.eps[name]
-
-    def addr(self, name: str, fam: str = "ipv4") -> str:
-        return self.eps[name]["addressing"][fam]
-
-    def tcp(self, src: str, dst: str, port: int = 80, fam: str = "ipv4") -> bool:
-        return self.workers[src].call(nsh.tcp_ok, self.addr(dst, fam), port, 1.0)
-
-    def ping(self, src: str, dst: str, fam: str = "ipv4") -> bool:
-        return self.workers[src].call(nsh.ping, self.addr(dst, fam), 1, 1.0) == 1
-
-
-def until(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
-def build_cluster(extra_args: list[str]) -> Cluster:
-    fabric = unique("cpyt-fab")
-    nsh.create_netns(fabric)
-    nsh.ip(fabric, "link", "add", "br0", "type", "bridge")
-    nsh.ip(fabric, "link", "set", "br0", "up")
-    nsh.ip(fabric, "addr", "add", f"{FABRIC_V4}/24", "dev", "br0")
-    etcd = start_etcd(host=FABRIC_V4, netns=fabric)
-    cluster = Cluster(etcd=etcd, fabric=fabric, nodes=[], extra_args=extra_args)
-    cluster.namespaces.append(fabric)
-    try:
-        for i in (1, 2, 3):
-            node_ns = unique("cpyt-node")
-            nsh.create_netns(node_ns)
-            cluster.namespaces.append(node_ns)
-            port = f"cpyfab{i}"
-            nsh.add_veth(node_ns, "eth0", fabric, port)
-            nsh.ip(fabric, "link", "set", port, "master", "br0", "up")
-            nsh.ip(node_ns, "addr", "add", f"198.51.100.{i}/24", "dev", "eth0")
-            nsh.ip(node_ns, "addr", "add", f"2001:db8:1::{i}/64", "dev", "eth0", "nodad")
-            nsh.ip(node_ns, "link", "set", "eth0", "up")
-            node = Node(name=f"node{i}-{unique('n')[-8:]}", netns=node_ns,
-                        address=f"198.51.100.{i}", workdir=tempfile.mkdtemp(prefix="cpyt-"),
-                        bpf_root=f"/sys/fs/bpf/{unique()}")
-            cluster.nodes.append(node)
-        # Agents start concurrently, as nodes of a real cluster do.
-        threads = [threading.Thread(target=cluster.start_agent, args=(n,))
-                   for n in cluster.nodes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert all(n.agent is not None for n in cluster.nodes)
-    except BaseException:
-        teardown(cluster)
-        raise
-    return cluster
-
-
-def teardown(cluster: Cluster) -> None:
-    for w in cluster.workers.values():
-        w.close()
-    for node in cluster.nodes:
-        if node.agent is not None:
-            node.agent.stop()
-    for node in cluster.nodes:
-        shutil.rmtree(node.workdir, ignore_errors=True)
-        nsh.remove_pins(node.bpf_root)
-    remove_etcd(cluster.etcd)
-    for ns in reversed(cluster.namespaces):
-        nsh.delete_netns(ns)
+from tests.support.cluster import (
+    Cluster,
+    Node,
+    all_prefixes,
+    build_cluster,
+    ipcache_prefixes,
+    teardown,
+    until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,28 +38,10 @@ def cluster() -> Iterator[Cluster]:
         c.attach(n3, "other", ["container:app=other"])
         # Every node knows every endpoint before the tests start.
         for node in c.nodes:
-            until(lambda node=node: len(_ipcache_prefixes(node) & _all_prefixes(c)) == 6, 15)
+            until(lambda node=node: len(ipcache_prefixes(node) & all_prefixes(c)) == 6, 15)
         yield c
     finally:
         teardown(c)
-
-
-def _ipcache_prefixes(node: Node) -> set[str]:
-    assert node.agent is not None
-    res = node.agent.cli("bpf", "ipcache", "list", "-o", "json")
-    if res.returncode != 0:
-        return set()
-    import json
-
-    return {row["prefix"] for row in json.loads(res.stdout)}
-
-
-def _all_prefixes(c: Cluster) -> set[str]:
-    out = set()
-    for ep in c.eps.values():
-        out.add(ep["addressing"]["ipv4"] + "/32")
-        out.add(ep["addressing"]["ipv6"] + "/128")
-    return out
 
 
 def test_nodes_get_distinct_ranges_and_see_each_other(cluster: Cluster) -> None:
@@ -199,8 +66,6 @@ def test_cross_node_ping_and_tcp_over_the_tunnel(cluster: Cluster) -> None:
         assert cluster.tcp("client", "server", 80, fam), fam
         assert cluster.tcp("server", "other", 8080, fam), fam
     # It went through the overlay, not the host stack: the overlay counters moved.
-    import json
-
     n1 = cluster.nodes[0].agent
     assert n1 is not None
     metrics = json.loads(n1.cli("bpf", "metrics", "list", "-o", "json").stdout)
@@ -310,7 +175,7 @@ def test_a_killed_node_disappears_from_the_others(cluster: Cluster) -> None:
     n1, _, n3 = cluster.nodes
     assert n1.agent is not None and n3.agent is not None
     other = cluster.addr("other") + "/32"
-    assert other in _ipcache_prefixes(n1)
+    assert other in ipcache_prefixes(n1)
     n3.agent.stop(sig=9)
     n3.agent = None
     cluster.workers.pop("other").close()
@@ -322,7 +187,7 @@ def test_a_killed_node_disappears_from_the_others(cluster: Cluster) -> None:
         return n3.name not in [n["name"] for n in sub["details"]["nodes"]]
 
     until(gone, 15)
-    until(lambda: other not in _ipcache_prefixes(n1), 5)
+    until(lambda: other not in ipcache_prefixes(n1), 5)
 
 
 def test_direct_routing_mode_routes_per_node_range() -> None:
@@ -334,7 +199,7 @@ def test_direct_routing_mode_routes_per_node_range() -> None:
         c.attach(n2, "client", ["container:app=client"])
         c.attach(n3, "other", ["container:app=other"])
         for node in c.nodes:
-            until(lambda node=node: len(_ipcache_prefixes(node) & _all_prefixes(c)) == 6, 15)
+            until(lambda node=node: len(ipcache_prefixes(node) & all_prefixes(c)) == 6, 15)
         routes = nsh.ip(n2.netns, "route", "show", "proto", str(0xC7))
         assert "via 198.51.100.1" in routes, routes
         for fam in ("ipv4", "ipv6"):
