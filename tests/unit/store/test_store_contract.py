@@ -13,9 +13,9 @@ import pytest
 
 from cilium_py.store import EtcdTLS, Store, StoreError, open_store
 from cilium_py.store.etcd import EtcdStore, parse_etcd_url
-from cilium_py.store.prefix import PrefixStore
 from cilium_py.store.sqlite import SQLiteStore
 from tests.support.etcd import EtcdServer, free_port, remove_etcd, start_etcd
+from tests.support.prefix_store import PrefixStore
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,11 @@ def etcd() -> Iterator[EtcdServer]:
     remove_etcd(server)
 
 
-@pytest.fixture(params=["sqlite", "etcd", "sqlite-prefixed"])
+@pytest.fixture(params=["sqlite", "etcd"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param.startswith("sqlite"):
+    if request.param == "sqlite":
         s: Store = SQLiteStore(str(tmp_path / "store.db"))
-        if request.param == "sqlite-prefixed":
-            s.put("outside/a/1", b"not in the view")
-            yield PrefixStore(s, "node-x")
-        else:
-            yield s
+        yield s
         s.close()
         return
     server: EtcdServer = request.getfixturevalue("etcd")

@@ -1,16 +1,14 @@
-"""One store seen under a key prefix: a node's own part of the cluster store.
+"""One store seen under a key prefix: many tests sharing one etcd, each in its own keyspace.
 
-In a cluster, endpoints and address allocations belong to one node while identities,
-policy and the node registry are shared. Giving each node's endpoint manager and IPAM a
-view of the shared store under ``cilium-py/nodes/<name>/`` keeps their keys apart
-without teaching them about nodes: they run unchanged on the embedded store.
+The contract tests run against one etcd per module; giving each test its own prefix
+keeps them independent without restarting etcd.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .base import Event, KeyValue, Store
+from cilium_py.store.base import Event, KeyValue, Store
 
 
 class PrefixStore(Store):
