@@ -75,6 +75,19 @@ static __always_inline int drop_to(struct __sk_buff *skb, const struct pkt_info 
 			 cfg ? cfg->identity : 0);
 }
 
+/* Parse the IP and transport headers of @pkt: 0, or why to drop it. */
+static __always_inline int ip_parse(struct __sk_buff *skb, struct pkt_info *pkt, int ipv6)
+{
+	int ret = ipv6 ? ipv6_load(skb, pkt) : ipv4_load(skb, pkt);
+
+	if (ret < 0)
+		return DROP_INVALID_PACKET;
+	ret = l4_load(skb, pkt);
+	if (ret == L4_FRAG_NOT_FOUND)
+		return DROP_FRAG_NOT_FOUND;
+	return ret < 0 ? DROP_INVALID_PACKET : 0;
+}
+
 static __always_inline int to_stack(struct __sk_buff *skb)
 {
 	metric_count(METRIC_FROM_EP_TO_STACK, skb->len);
@@ -187,8 +200,10 @@ static __always_inline int from_container_ipv4(struct __sk_buff *skb,
 					       struct pkt_info *pkt)
 {
 	/* Parse everything first so that a drop event carries addresses and ports. */
-	if (ipv4_load(skb, pkt) < 0 || l4_load(skb, pkt) < 0)
-		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
+	int reason = ip_parse(skb, pkt, 0);
+
+	if (reason)
+		return drop_from(skb, pkt, reason, cfg);
 	if (!mac_eq(pkt->smac, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	if (!(cfg->flags & EP_F_HAS_IPV4) || !addr4_eq(pkt->saddr, cfg->ipv4))
@@ -207,10 +222,10 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 					       const struct ep_config *cfg,
 					       struct pkt_info *pkt)
 {
-	int nd, own;
+	int nd, own, reason = ip_parse(skb, pkt, 1);
 
-	if (ipv6_load(skb, pkt) < 0 || l4_load(skb, pkt) < 0)
-		return drop_from(skb, pkt, DROP_INVALID_PACKET, cfg);
+	if (reason)
+		return drop_from(skb, pkt, reason, cfg);
 	if (!mac_eq(pkt->smac, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	nd = pkt->proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt->icmp_type);
@@ -294,6 +309,7 @@ int to_container(struct __sk_buff *skb)
 {
 	struct pkt_info pkt = {};
 	struct ep_config *cfg;
+	int reason;
 
 	if (eth_load(skb, &pkt) < 0)
 		return drop_to(skb, &pkt, DROP_INVALID_PACKET, 0);
@@ -304,14 +320,16 @@ int to_container(struct __sk_buff *skb)
 	switch (pkt.eth_proto) {
 #ifdef ENABLE_IPV4
 	case ETH_P_IP_:
-		if (ipv4_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
-			return drop_to(skb, &pkt, DROP_INVALID_PACKET, cfg);
+		reason = ip_parse(skb, &pkt, 0);
+		if (reason)
+			return drop_to(skb, &pkt, reason, cfg);
 		return to_container_ip(skb, cfg, &pkt);
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6_:
-		if (ipv6_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
-			return drop_to(skb, &pkt, DROP_INVALID_PACKET, cfg);
+		reason = ip_parse(skb, &pkt, 1);
+		if (reason)
+			return drop_to(skb, &pkt, reason, cfg);
 		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type))
 			return TC_ACT_OK;
 		return to_container_ip(skb, cfg, &pkt);
@@ -361,22 +379,23 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 int from_overlay(struct __sk_buff *skb)
 {
 	struct pkt_info pkt = {};
+	int reason;
 
 	if (eth_load(skb, &pkt) < 0)
 		return TC_ACT_OK;
 	switch (pkt.eth_proto) {
 #ifdef ENABLE_IPV4
 	case ETH_P_IP_:
-		if (ipv4_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
-			return send_drop(skb, &pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, 0,
-					 skb->ifindex, 0, 0);
+		reason = ip_parse(skb, &pkt, 0);
+		if (reason)
+			return send_drop(skb, &pkt, reason, DIR_TO_CONTAINER, 0, skb->ifindex, 0, 0);
 		return from_overlay_ip(skb, &pkt);
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6_:
-		if (ipv6_load(skb, &pkt) < 0 || l4_load(skb, &pkt) < 0)
-			return send_drop(skb, &pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, 0,
-					 skb->ifindex, 0, 0);
+		reason = ip_parse(skb, &pkt, 1);
+		if (reason)
+			return send_drop(skb, &pkt, reason, DIR_TO_CONTAINER, 0, skb->ifindex, 0, 0);
 		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type))
 			return TC_ACT_OK;
 		return from_overlay_ip(skb, &pkt);

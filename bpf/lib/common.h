@@ -86,9 +86,16 @@ struct pkt_info {
 	__u8 ttl;		/* TTL / hop limit */
 	__u8 tcp_flags;
 	__u8 icmp_type;
-	__u8 is_fragment;	/* no L4 header: ports are zero */
+	__u8 frag;		/* PKT_FRAG_*: whether this is a fragment, and which */
 	__u32 l4_off;		/* from the start of the frame */
+	__be32 frag_id;		/* IPv4 identification (16 bits) or IPv6 fragment id */
+	__u8 frag_nh;		/* protocol named by the fragments (lib/ipfrag.h) */
+	__u8 pad[3];
 };
+
+#define PKT_FRAG_NONE 0
+#define PKT_FRAG_FIRST 1	/* offset 0, more to come: carries the L4 header */
+#define PKT_FRAG_LATER 2	/* offset > 0: no L4 header, ports from lib/ipfrag.h */
 
 static __always_inline int addr4_eq(const __u8 *a, const __u8 *b)
 {

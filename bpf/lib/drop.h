@@ -19,6 +19,7 @@
 #define DROP_UNKNOWN_ENDPOINT 6	/* program runs on a device with no endpoint config */
 #define DROP_INVALID_PACKET 7	/* truncated or malformed headers */
 #define DROP_WRITE_ERROR 8	/* rewriting the packet (MAC, TTL, checksum) failed */
+#define DROP_FRAG_NOT_FOUND 9	/* a later fragment whose first fragment was not seen */
 
 #define EVENT_DROP 1
 

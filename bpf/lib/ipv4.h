@@ -19,13 +19,15 @@ struct ipv4_hdr {
 	__be32 daddr;
 };
 
-#define IPV4_MF_OFFSET_MASK 0x3fff	/* "more fragments" flag and offset */
+#define IPV4_MF 0x2000		/* "more fragments" */
+#define IPV4_OFFSET_MASK 0x1fff
 
 static __always_inline int ipv4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
 	struct ipv4_hdr buf;
 	const struct ipv4_hdr *ip = pkt_ptr(skb, ETH_HLEN_, sizeof(buf), &buf);
 	__u32 ihl;
+	__u16 frag;
 
 	if (!ip || (ip->ver_ihl >> 4) != 4)
 		return -1;
@@ -37,7 +39,13 @@ static __always_inline int ipv4_load(struct __sk_buff *skb, struct pkt_info *pkt
 	*(__u32 *)pkt->daddr = ip->daddr;
 	pkt->proto = ip->protocol;
 	pkt->ttl = ip->ttl;
-	pkt->is_fragment = (cpy_ntohs(ip->frag_off) & IPV4_MF_OFFSET_MASK) != 0;
+	frag = cpy_ntohs(ip->frag_off);
+	if (frag & IPV4_OFFSET_MASK)
+		pkt->frag = PKT_FRAG_LATER;
+	else if (frag & IPV4_MF)
+		pkt->frag = PKT_FRAG_FIRST;
+	pkt->frag_id = ip->id;
+	pkt->frag_nh = ip->protocol;
 	pkt->l4_off = ETH_HLEN_ + ihl;
 	return 0;
 }

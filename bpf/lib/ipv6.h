@@ -44,10 +44,68 @@ static __always_inline int ipv6_is_unspecified(const __u8 *a)
 	return (w[0] | w[1] | w[2] | w[3]) == 0;
 }
 
+static __always_inline int ipv6_is_exthdr(__u8 nh)
+{
+	return nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST ||
+	       nh == NEXTHDR_FRAGMENT || nh == NEXTHDR_AUTH;
+}
+
+#define IPV6_MALFORMED -1
+#define IPV6_CHAIN_TOO_LONG -2
+
 /*
- * Fill @pkt from the fixed header, then walk at most IPV6_MAX_EXTHDRS
- * extension headers to reach the upper-layer protocol. -1 when the packet is
- * malformed or has more extension headers than we follow.
+ * Walk at most IPV6_MAX_EXTHDRS extension headers from @off (the header
+ * named @nh) to the upper-layer protocol; on return @off and @nh name it.
+ * Used for the packet itself and for the packet an ICMPv6 error quotes, so
+ * both resolve to the same tuple. With @pkt, a fragment header fills its
+ * fragment fields; a non-first fragment ends the walk there (what follows is
+ * payload, not headers). Returns 0, IPV6_MALFORMED, or IPV6_CHAIN_TOO_LONG
+ * when more headers follow than we walk (such a packet cannot be classified,
+ * so it is dropped under its own reason rather than as malformed).
+ */
+static __always_inline int ipv6_skip_exthdrs(struct __sk_buff *skb, __u32 *off, __u8 *nh,
+					     struct pkt_info *pkt)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < IPV6_MAX_EXTHDRS; i++) {
+		__u8 opt[8];
+
+		if (!ipv6_is_exthdr(*nh))
+			return 0;
+		if (bpf_skb_load_bytes(skb, *off, opt, sizeof(opt)) < 0)
+			return IPV6_MALFORMED;
+		if (*nh == NEXTHDR_FRAGMENT) {
+			/* offset (13 bits) << 3 | reserved (2) | more-fragments (1) */
+			__u16 frag = ((__u16)opt[2] << 8) | opt[3];
+
+			*off += 8;
+			*nh = opt[0];
+			if (!pkt)
+				continue;
+			__builtin_memcpy(&pkt->frag_id, &opt[4], 4);
+			pkt->frag_nh = opt[0];
+			if (frag & 0xfff8) {
+				pkt->frag = PKT_FRAG_LATER;
+				return 0;
+			}
+			if (frag & 1)
+				pkt->frag = PKT_FRAG_FIRST;
+			continue;
+		}
+		if (*nh == NEXTHDR_AUTH)
+			*off += ((__u32)opt[1] + 2) * 4;
+		else
+			*off += ((__u32)opt[1] + 1) * 8;
+		*nh = opt[0];
+	}
+	return ipv6_is_exthdr(*nh) ? IPV6_CHAIN_TOO_LONG : 0;
+}
+
+/*
+ * Fill @pkt from the fixed header and the extension headers. Returns 0,
+ * IPV6_MALFORMED or IPV6_CHAIN_TOO_LONG.
  */
 static __always_inline int ipv6_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
@@ -55,46 +113,18 @@ static __always_inline int ipv6_load(struct __sk_buff *skb, struct pkt_info *pkt
 	const struct ipv6_hdr *ip6 = pkt_ptr(skb, ETH_HLEN_, sizeof(buf), &buf);
 	__u32 off = ETH_HLEN_ + sizeof(buf);
 	__u8 nh;
-	int i, found = 0;
+	int ret;
 
 	if (!ip6 || (((const __u8 *)&ip6->vtc_flow)[0] >> 4) != 6)
-		return -1;
+		return IPV6_MALFORMED;
 	pkt->family = CPY_AF_INET6;
 	addr6_copy(pkt->saddr, ip6->saddr);
 	addr6_copy(pkt->daddr, ip6->daddr);
 	pkt->ttl = ip6->hop_limit;
 	nh = ip6->nexthdr;
-
-#pragma unroll
-	for (i = 0; i < IPV6_MAX_EXTHDRS; i++) {
-		__u8 opt[4];
-
-		if (nh != NEXTHDR_HOP && nh != NEXTHDR_ROUTING && nh != NEXTHDR_DEST &&
-		    nh != NEXTHDR_FRAGMENT && nh != NEXTHDR_AUTH) {
-			found = 1;
-			break;
-		}
-		if (bpf_skb_load_bytes(skb, off, opt, sizeof(opt)) < 0)
-			return -1;
-		if (nh == NEXTHDR_FRAGMENT) {
-			/* offset (13 bits) << 3 | reserved (2) | more-fragments (1) */
-			__u16 frag = ((__u16)opt[2] << 8) | opt[3];
-
-			if (frag & 0xfff9)
-				pkt->is_fragment = 1;
-			off += 8;
-		} else if (nh == NEXTHDR_AUTH) {
-			off += ((__u32)opt[1] + 2) * 4;
-		} else {
-			off += ((__u32)opt[1] + 1) * 8;
-		}
-		nh = opt[0];
-	}
-	if (!found) {
-		if (nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST ||
-		    nh == NEXTHDR_FRAGMENT || nh == NEXTHDR_AUTH)
-			return -1;
-	}
+	ret = ipv6_skip_exthdrs(skb, &off, &nh, pkt);
+	if (ret < 0)
+		return ret;
 	pkt->proto = nh;
 	pkt->l4_off = off;
 	return 0;

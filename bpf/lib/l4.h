@@ -5,6 +5,7 @@
 
 #include "lib/access.h"
 #include "lib/common.h"
+#include "lib/ipfrag.h"
 
 #ifndef IPPROTO_ICMPV6
 #define IPPROTO_ICMPV6 58
@@ -37,23 +38,27 @@ struct icmp_echo_hdr {
 	__be16 seq;
 };
 
+#define L4_MALFORMED -1
+#define L4_FRAG_NOT_FOUND -2
+
 /*
  * Fill ports / TCP flags / ICMP type. Echo requests carry their identifier
  * as the source "port" and replies as the destination "port", so that a reply
- * is exactly the reverse tuple of its request. Fragments have no L4 header
- * (beyond the first) and keep zero ports.
+ * is exactly the reverse tuple of its request. A first fragment records its
+ * ports, later fragments (no L4 header) take them from that record
+ * (lib/ipfrag.h). Returns 0, L4_MALFORMED or L4_FRAG_NOT_FOUND.
  */
 static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 {
-	if (pkt->is_fragment)
-		return 0;
+	if (pkt->frag == PKT_FRAG_LATER)
+		return frag_restore(pkt) < 0 ? L4_FRAG_NOT_FOUND : 0;
 
 	if (pkt->proto == IPPROTO_TCP) {
 		struct tcp_ports_flags buf;
 		const struct tcp_ports_flags *tcp = pkt_ptr(skb, pkt->l4_off, sizeof(buf), &buf);
 
 		if (!tcp)
-			return -1;
+			return L4_MALFORMED;
 		pkt->sport = tcp->sport;
 		pkt->dport = tcp->dport;
 		pkt->tcp_flags = tcp->flags;
@@ -62,7 +67,7 @@ static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 		const __be16 *ports = pkt_ptr(skb, pkt->l4_off, sizeof(buf), buf);
 
 		if (!ports)
-			return -1;
+			return L4_MALFORMED;
 		pkt->sport = ports[0];
 		pkt->dport = ports[1];
 	} else if (pkt->proto == IPPROTO_ICMP || pkt->proto == IPPROTO_ICMPV6) {
@@ -71,7 +76,7 @@ static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 		__u8 type;
 
 		if (!icmp)
-			return -1;
+			return L4_MALFORMED;
 		type = icmp->type;
 		pkt->icmp_type = type;
 		if (type == ICMP_ECHO_ && pkt->proto == IPPROTO_ICMP)
@@ -83,6 +88,8 @@ static __always_inline int l4_load(struct __sk_buff *skb, struct pkt_info *pkt)
 		else if (type == ICMP6_ECHO_REPLY_ && pkt->proto == IPPROTO_ICMPV6)
 			pkt->dport = icmp->id;
 	}
+	if (pkt->frag == PKT_FRAG_FIRST)
+		frag_record(pkt);
 	return 0;
 }
 

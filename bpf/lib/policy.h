@@ -16,7 +16,7 @@
  *   (0,  port, proto) (0,  port, ANY) (0,  0, ANY)
  *
  * gives the union of every rule that applies. Packets without ports (ICMP,
- * other protocols, non-first fragments) can only hit the two port-less keys:
+ * other protocols) can only hit the two port-less keys:
  * once an endpoint's policy has only L4 entries, a ping to it is denied,
  * while ICMP errors and echo replies of allowed connections pass as
  * conntrack RELATED/REPLY.
@@ -99,7 +99,8 @@ static __always_inline int policy_check(__u32 ep_id, __u32 ep_flags, __u32 remot
 	}
 	key.ep_id = ep_id;
 	key.direction = dir;
-	ports = (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && !pkt->is_fragment;
+	/* Every fragment has its datagram's ports (lib/ipfrag.h). */
+	ports = pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP;
 
 	if (ports && (shapes & POLICY_SHAPE_ID_PORT_PROTO))
 		v = policy_try(&key, remote, pkt->dport, pkt->proto);

@@ -21,7 +21,8 @@ Lifecycle::
 
 What outlives the agent: the programs attached to the host veths (tc holds
 them) and the pinned maps under ``bpf_root`` (cpy_lxc, cpy_ep_cfg, cpy_ct4,
-cpy_ct6, cpy_metrics, cpy_drops, cpy_ipcache, cpy_policy). Traffic keeps
+cpy_ct6, cpy_frag, cpy_metrics, cpy_drops, cpy_ipcache, cpy_policy, cpy_tunnel,
+cpy_node). Traffic keeps
 flowing, and policy stays enforced, while no agent runs.
 After a restart, ``start()`` compiles again and bcc reuses the pins; the agent
 then calls ``attach_endpoint`` for every endpoint it restores, which rewrites

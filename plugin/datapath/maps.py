@@ -141,6 +141,30 @@ class CtEntry(ctypes.Structure):
     ]
 
 
+class FragKey(ctypes.Structure):
+    """struct frag_key (bpf/lib/ipfrag.h): a datagram's fragments."""
+
+    _fields_ = [
+        ("saddr", Addr16),
+        ("daddr", Addr16),
+        ("id", ctypes.c_uint32),
+        ("proto", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class FragPorts(ctypes.Structure):
+    """struct frag_ports: what the first fragment's transport header said."""
+
+    _fields_ = [
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
 class IpcacheKey(ctypes.Structure):
     """struct ipcache_key: an LPM trie key over {family, pad, addr}."""
 
@@ -224,7 +248,8 @@ class DropEvent(ctypes.Structure):
 for _struct, _size in (
     (EndpointKey, 20), (EndpointInfo, 32), (EpConfig, 64), (CtKey4, 16), (CtKey6, 40),
     (CtEntry, 56), (MetricValue, 16), (DropEvent, 76), (IpcacheKey, 24), (IpcacheValue, 8),
-    (PolicyKey, 12), (PolicyValue, 4), (TunnelValue, 20), (NodeConfig, 8),
+    (PolicyKey, 12), (PolicyValue, 4), (TunnelValue, 20), (NodeConfig, 8), (FragKey, 40),
+    (FragPorts, 8),
 ):
     assert ctypes.sizeof(_struct) == _size, (_struct.__name__, ctypes.sizeof(_struct))
 
@@ -240,6 +265,7 @@ class DropReason(enum.IntEnum):
     UNKNOWN_ENDPOINT = 6
     INVALID_PACKET = 7
     WRITE_ERROR = 8
+    FRAGMENT_NOT_FOUND = 9
 
     @property
     def label(self) -> str:
@@ -298,7 +324,9 @@ IPCACHE = "cpy_ipcache"
 POLICY = "cpy_policy"
 TUNNEL = "cpy_tunnel"
 NODE = "cpy_node"
+FRAG = "cpy_frag"
 TUNNEL_MAP_SIZE = 1024
+FRAG_MAP_SIZE = 8192
 
 
 def map_specs(
@@ -320,6 +348,7 @@ def map_specs(
         MapSpec(TUNNEL, bpfsys.BPF_MAP_TYPE_LPM_TRIE, IpcacheKey, TunnelValue, TUNNEL_MAP_SIZE,
                 bpfsys.BPF_F_NO_PREALLOC),
         MapSpec(NODE, bpfsys.BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, NodeConfig, 1),
+        MapSpec(FRAG, bpfsys.BPF_MAP_TYPE_LRU_HASH, FragKey, FragPorts, FRAG_MAP_SIZE),
     ]
     return {s.name: s for s in specs}
 

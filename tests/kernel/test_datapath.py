@@ -285,6 +285,25 @@ def test_detach_removes_entries_and_falls_back_to_host_routing(node: Node) -> No
         topo.namespaces.remove(ns3)
 
 
+def test_fragment_without_its_first_fragment_is_dropped(node: Node) -> None:
+    """A later fragment carries no ports; with no first fragment to take them from it
+    cannot be classified, so it is dropped (and not delivered by id alone)."""
+    ep1, ep2 = node.ep1, node.ep2
+    before = node.drops("fragment-not-found")
+    frame = bytearray(tn.ipv4_udp_frame(ep1.mac, ep1.host_mac, ep1.ipv4, ep2.ipv4, 1234, 9996,
+                                        b"x" * 64))
+    ip_hdr = frame[14:34]
+    ip_hdr[4:6] = (0x4242).to_bytes(2, "big")  # identification
+    ip_hdr[6:8] = (185).to_bytes(2, "big")  # offset 1480, last fragment
+    ip_hdr[10:12] = b"\0\0"
+    ip_hdr[10:12] = tn.inet_checksum(bytes(ip_hdr)).to_bytes(2, "big")
+    frame[14:34] = ip_hdr
+    tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, bytes(frame))
+    assert poll(lambda: node.drops("fragment-not-found") - before == 1)
+    ev = find_event(node, reason_name="fragment-not-found", src=ep1.ipv4)
+    assert ev is not None and ev["dst"] == ep2.ipv4
+
+
 def test_unknown_l3_is_dropped(node: Node) -> None:
     ep1 = node.ep1
     before = node.drops("unsupported-l3")

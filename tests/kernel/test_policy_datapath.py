@@ -123,7 +123,7 @@ def node() -> Iterator[Node]:
         for ns in [ep.netns for ep in topo.endpoints] + [outside_ns]:
             worker = tn.NetnsWorker(ns)
             workers.append(worker)
-            worker.call(tn.serve_start, (80, 8080), (53,))
+            worker.call(tn.serve_start, (80, 8080), (53, 5353))
             clients[ns] = worker
         dp.call(tn.datapath_call, "set_ipcache", ipcache_for(topo))
         yield Node(topo, dp, clients[outside_ns], clients)
@@ -234,6 +234,37 @@ def test_icmp_errors_of_allowed_connections_pass(lab: Node, family: str) -> None
     far = OUT4 if family == "ipv4" else OUT6
     assert lab.worker(1).call(tn.udp_refused, far, 9999)
     assert lab.ping_blocked(2, 1, family)
+
+
+def _reassembled(family: str) -> int:
+    """Datagrams this namespace put back together from fragments."""
+    if family == "ipv4":
+        return tn.read_snmp("Ip")["ReasmOKs"]
+    return tn.read_snmp6()["Ip6ReasmOKs"]
+
+
+@FAMILIES
+def test_fragmented_udp_gets_its_flows_verdict(lab: Node, family: str) -> None:
+    """4,000-byte datagrams at MTU 1,500 travel as three fragments each way; only the
+    first carries the ports, yet every fragment gets the flow's verdict."""
+    lab.set_policy(2, resolved(ingress=[(0, 53, UDP)]))
+    dst = getattr(lab.ep(2), family)
+    far = OUT4 if family == "ipv4" else OUT6
+    reasm = lab.worker(2).call(_reassembled, family)
+    assert lab.worker(1).call(tn.udp_echo_ok, dst, 53, 4000)  # direct delivery
+    assert lab.outside.call(tn.udp_echo_ok, dst, 53, 4000, src=far)  # via the host stack
+    assert lab.worker(2).call(_reassembled, family) - reasm == 2
+    assert lab.worker(1).call(tn.udp_echo_ok, dst, 53, 100)  # unfragmented still passes
+
+    before = lab.drops()
+    assert not lab.worker(1).call(tn.udp_echo_ok, dst, 5353, 4000, DENY)
+    assert not lab.outside.call(tn.udp_echo_ok, dst, 5353, 4000, DENY, far)
+    # All fragments are policy drops: the later ones had their first fragment's ports.
+    assert lab.drops() - before == 6
+    assert lab.call("drop_counters")["fragment-not-found"] == 0
+    assert lab.worker(2).call(_reassembled, family) - reasm == 2
+    ev = find_event(lab, reason_name="policy-denied", dst=dst, dport=5353)
+    assert ev is not None and ev["protocol"] == 17
 
 
 def test_enforcement_off_allows_everything_and_removes_entries(lab: Node) -> None:

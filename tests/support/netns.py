@@ -424,7 +424,7 @@ def add_outside(node_ns: str, outside_ns: str, *, uplink: str = "cpy_up",
 # ---------------------------------------------------------------------------
 
 
-def _inet_checksum(data: bytes) -> int:
+def inet_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -447,7 +447,7 @@ def ping(dst: str, count: int = 3, timeout: float = 1.0, src: str | None = None)
         for seq in range(count):
             payload = struct.pack("!d", time.time()) + b"cilium-py"
             header = struct.pack("!BBHHH", req_type, 0, 0, ident, seq)
-            csum = 0 if v6 else _inet_checksum(header + payload)  # the kernel sums ICMPv6
+            csum = 0 if v6 else inet_checksum(header + payload)  # the kernel sums ICMPv6
             packet = struct.pack("!BBHHH", req_type, 0, csum, ident, seq) + payload
             sock.sendto(packet, (dst, 0))
             deadline = time.monotonic() + timeout
@@ -488,7 +488,7 @@ def serve_start(tcp_ports: tuple[int, ...] = (80, 8080), udp_ports: tuple[int, .
     def echo(sock: socket.socket) -> None:
         while True:
             try:
-                data, peer = sock.recvfrom(2048)
+                data, peer = sock.recvfrom(65535)
                 sock.sendto(data, peer)
             except OSError:
                 return
@@ -532,6 +532,22 @@ def udp_ok(dst: str, port: int = 53, timeout: float = 0.5, src: str | None = Non
             return False
 
 
+def udp_echo_ok(dst: str, port: int, size: int, timeout: float = 0.5,
+                src: str | None = None) -> bool:
+    """A ``size``-byte datagram to a ``serve_start`` echo: True when it comes back whole
+    (above the MTU, both ways travel as fragments)."""
+    payload = os.urandom(size)
+    with socket.socket(_family(dst), socket.SOCK_DGRAM) as sock:
+        if src:
+            sock.bind((src, 0))
+        sock.settimeout(timeout)
+        sock.sendto(payload, (dst, port))
+        try:
+            return sock.recvfrom(65535)[0] == payload
+        except OSError:
+            return False
+
+
 def udp_refused(dst: str, port: int, timeout: float = 0.5) -> bool:
     """Send to a closed UDP port: True when the ICMP port unreachable came back
     (a connected socket reports it as ECONNREFUSED)."""
@@ -571,11 +587,11 @@ def ipv4_udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, d
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     pseudo = s + d + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len)
     udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
-    ucsum = _inet_checksum(pseudo + udp) or 0xFFFF
+    ucsum = inet_checksum(pseudo + udp) or 0xFFFF
     udp = struct.pack("!HHHH", sport, dport, udp_len, ucsum) + payload
     iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0x4000, 64,
                       socket.IPPROTO_UDP, 0, s, d)
-    iph = iph[:10] + struct.pack("!H", _inet_checksum(iph)) + iph[12:]
+    iph = iph[:10] + struct.pack("!H", inet_checksum(iph)) + iph[12:]
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
     return eth + b"\x08\x00" + iph + udp
 
