@@ -118,6 +118,10 @@ class AgentConfig:
         15, int, "cluster mode: seconds after which a node that stopped refreshing its "
         "registration is gone for the others"
     )
+    prometheus_serve_addr: str | None = _setting(
+        None, _optional_str, "serve Prometheus metrics at ADDR:PORT/metrics (off by default; "
+        "e.g. 127.0.0.1:9962)"
+    )
     docker_labels: bool = _setting(
         True, _bool, "learn container labels from dockerd (when its socket exists)"
     )

@@ -21,6 +21,7 @@ from ..endpoint.masquerade import Masquerade
 from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..logs import get_logger
+from ..metrics import AgentMetrics, NullMetrics
 from ..node.cluster import ClusterNode, is_cluster_store
 from ..store import EtcdTLS, Store, open_store
 from . import prereqs
@@ -73,6 +74,9 @@ class Agent:
                 return pods.labels(*named) if named else []
 
             self.endpoints.label_sources.append(pod_labels)
+        self.metrics: NullMetrics = (
+            AgentMetrics(self) if config.prometheus_serve_addr else NullMetrics())
+        self._metrics_server: Any = None
         self.events = EventHub()
         self.policy = PolicyManager(self)
         self.register_probe("datapath", self._datapath_health)
@@ -152,11 +156,25 @@ class Agent:
                 entries.update(self.policy.endpoint_ipcache(ep))
             self.cluster.publish(entries)
         self.node_started = True
+        self._start_metrics_server()
         self._start_docker_labels()
         self._maintenance = threading.Thread(
             target=self._maintain, name="cpy-maintenance", daemon=True
         )
         self._maintenance.start()
+
+    def _start_metrics_server(self) -> None:
+        """/metrics for Prometheus on --prometheus-serve-addr (HOST:PORT, [v6]:PORT)."""
+        addr = self.config.prometheus_serve_addr
+        if not addr or self.metrics.registry is None:
+            return
+        from prometheus_client import start_http_server
+
+        host, _, port = addr.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        self._metrics_server, _ = start_http_server(int(port), host,
+                                                    registry=self.metrics.registry)
+        log.info("serving metrics", extra={"fields": {"address": addr}})
 
     def _start_docker_labels(self) -> None:
         """Learn container labels from dockerd when it is on this host (issue: Docker
@@ -183,7 +201,7 @@ class Agent:
         while not self._stopping.wait(interval):
             try:
                 if self.datapath is not None:
-                    self.datapath.gc_ct()
+                    self.metrics.conntrack_gc(self.datapath.gc_ct())
                 if self.identities.collect_garbage():
                     self.policy.identity_changed()
             except Exception:  # noqa: BLE001 - upkeep must not kill the agent
@@ -298,6 +316,8 @@ class Agent:
                 self.masquerade.remove()
             except Exception:  # noqa: BLE001 - shutting down anyway
                 log.exception("removing masquerade rules failed")
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         if self.cluster is not None:
             self.cluster.stop()
             self.local_store.close()

@@ -105,6 +105,12 @@ class PolicyManager:
     # -- changes -------------------------------------------------------------------------
 
     def import_rules(self, document: Any) -> int:
+        started = time.perf_counter()
+        revision = self._import_rules(document)
+        self.agent.metrics.policy_import(time.perf_counter() - started)
+        return revision
+
+    def _import_rules(self, document: Any) -> int:
         try:
             rules = parse_policy(document)
         except PolicyValidationError as exc:
@@ -243,6 +249,15 @@ class PolicyManager:
         )
 
     def regenerate(self, ep: Any) -> None:
+        started = time.perf_counter()
+        try:
+            self._regenerate(ep)
+        except Exception:
+            self.agent.metrics.regeneration(time.perf_counter() - started, ok=False)
+            raise
+        self.agent.metrics.regeneration(time.perf_counter() - started, ok=True)
+
+    def _regenerate(self, ep: Any) -> None:
         resolved = self.resolve(ep)
         datapath = self.agent.datapath
         if datapath is not None and ep.ifindex:
