@@ -276,14 +276,20 @@ int from_container(struct __sk_buff *skb)
  * The sender of a packet the host stack hands to a container: the node
  * itself when the packet was generated there (it never arrived on any
  * device, so its ingress ifindex is 0), otherwise whatever the ipcache says
- * about its source address (world when nothing).
+ * about its source address (world when nothing). A packet that did arrive
+ * on a device but carries one of the node's own addresses was masqueraded on
+ * its way (from a container of another network, such as Docker's bridge) or
+ * spoofed: whoever sent it, it was not the host, so it counts as world.
  */
 static __always_inline __u32 source_identity(const struct __sk_buff *skb,
 					     const struct pkt_info *pkt)
 {
+	__u32 id;
+
 	if (skb->ingress_ifindex == 0)
 		return IDENTITY_HOST;
-	return ipcache_identity(pkt->family, pkt->saddr);
+	id = ipcache_identity(pkt->family, pkt->saddr);
+	return id == IDENTITY_HOST ? IDENTITY_WORLD : id;
 }
 
 /* Traffic the host stack routed to the container: track it, apply ingress policy. */

@@ -310,9 +310,11 @@ class NetworkDriver:
                 "Docker (its container end is already inside a namespace)")
         families = self._families(nid, {})
         gateway = ep.get("gateway") or {}
+        net = self.state.network(nid) or {}
+        pools = {f: [p for p in net.get(key) or [] if p] for f, key in ((4, "ipv4"), (6, "ipv6"))}
         reply: dict[str, Any] = {
             "InterfaceName": {"SrcName": src, "DstPrefix": DST_PREFIX},
-            "StaticRoutes": static_routes(ep.get("routes") or [], gateway, families),
+            "StaticRoutes": static_routes(ep.get("routes") or [], gateway, families, pools),
             "DisableGatewayService": True,
         }
         if 4 in families and gateway.get("ipv4"):
@@ -404,12 +406,20 @@ class NetworkDriver:
 
 
 def static_routes(routes: list[dict[str, Any]], gateway: dict[str, Any],
-                  families: set[int]) -> list[dict[str, Any]]:
-    """The agent's container routes as libnetwork StaticRoutes.
+                  families: set[int],
+                  pools: dict[int, list[str]] | None = None) -> list[dict[str, Any]]:
+    """The agent's container routes as libnetwork StaticRoutes, plus the pools.
 
     Default routes are left out: dockerd installs them from ``Gateway``/``GatewayIPv6``
     and would fail on a duplicate. A route without a gateway is a connected route (the
     host route to the gateway, which is what makes a ``/32`` address usable).
+
+    Each pool of the network gets a route via the router, after the connected route
+    that makes the router reachable: a container on several networks keeps only one
+    default route (dockerd gives it to the first network, Docker's default bridge for
+    ``docker run`` then ``docker network connect``), and without these routes its
+    traffic to cilium-py endpoints would leave through that other network, masqueraded
+    to a node address, instead of through its cilium-py interface with its own identity.
     """
     out: list[dict[str, Any]] = []
     for route in routes:
@@ -429,4 +439,13 @@ def static_routes(routes: list[dict[str, Any]], gateway: dict[str, Any],
             if family in families and gateway.get(key):
                 out.append({"Destination": host_cidr(gateway[key]),
                             "RouteType": ROUTE_CONNECTED})
+    for family, key in ((4, "ipv4"), (6, "ipv6")):
+        router = gateway.get(key)
+        if family not in families or not router:
+            continue
+        for pool in (pools or {}).get(family, []):
+            dst = str(ipaddress.ip_network(pool, strict=False))
+            if all(r["Destination"] != dst for r in out):
+                out.append({"Destination": dst, "RouteType": ROUTE_NEXTHOP,
+                            "NextHop": _plain(router)})
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from docker_e2e import run
+from docker_e2e import docker, run
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +101,26 @@ def test_published_port_obeys_policy(env, policy, outside):
     assert run(*outside_get, check=False).stdout == ""  # world is not app=client
     policy(WEB_FROM_WORLD)
     assert "hello" in run(*outside_get, check=False).stdout
+
+
+def test_containers_from_dockers_bridge_get_no_host_privilege(env, policy):
+    """Issue 11 item 5: a container on Docker's default bridge that is also connected to
+    a cilium-py network reaches the pool through its cilium-py interface, with its own
+    identity; one only on the bridge arrives masqueraded to a node address and is world,
+    not the always-allowed host."""
+    policy(WEB_FROM_CLIENT)
+    net = env.network("v4")
+    web = env.web(net, {"app": "web"})
+    ip, _ = env.addresses(web, net)
+    both = {}
+    for app in ("client", "other"):
+        ctr = env.run("bridge", labels={"app": app})  # the bridge keeps the default route
+        docker("network", "connect", net, ctr)
+        env.wait_identity(env.endpoint_id(ctr, net))
+        both[app] = ctr
+    bridge_only = env.run("bridge", labels={"app": "client"})
+    routes = env.exec(both["client"], "ip", "route").stdout
+    assert "default via 172." in routes and "10.201.0.0/16 via 10.201.0.1" in routes
+    assert "hello from cilium-py" in env.http(both["client"], ip)
+    assert env.http(both["other"], ip, wait=2) == ""
+    assert env.http(bridge_only, ip, wait=2) == ""

@@ -187,7 +187,12 @@ def test_join_hands_over_the_interface_gateway_and_routes(dockerd, network):
     doc = dockerd.ok("NetworkDriver.Join", JOIN)
     assert doc == {
         "InterfaceName": {"SrcName": "tmp" + EID[:11], "DstPrefix": "eth"},
-        "StaticRoutes": [{"Destination": "10.201.0.1/32", "RouteType": 1}],
+        "StaticRoutes": [
+            {"Destination": "10.201.0.1/32", "RouteType": 1},
+            # The pool via the router: what keeps a container that has its default route
+            # on another network (Docker's bridge) on its cilium-py interface.
+            {"Destination": "10.201.0.0/16", "RouteType": 0, "NextHop": "10.201.0.1"},
+        ],
         "DisableGatewayService": True,
         "Gateway": "10.201.0.1",
     }
@@ -200,6 +205,8 @@ def test_join_v6_network(dockerd):
     assert doc["Gateway"] == "10.201.0.1"
     assert doc["GatewayIPv6"] == "fd10:201::1"
     assert {"Destination": "fd10:201::1/128", "RouteType": 1} in doc["StaticRoutes"]
+    assert {"Destination": "fd10:201::/112", "RouteType": 0,
+            "NextHop": "fd10:201::1"} in doc["StaticRoutes"]
     # Default routes come from Gateway/GatewayIPv6; a duplicate would fail in dockerd.
     assert all(not r["Destination"].endswith("/0") for r in doc["StaticRoutes"])
 
