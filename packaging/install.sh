@@ -97,7 +97,8 @@ make_venv() {
 }
 
 deps() {
-    apt_install python3 python3-venv python3-pip python3-bpfcc iproute2 iptables ca-certificates
+    apt_install python3 python3-venv python3-pip python3-bpfcc iproute2 iptables ca-certificates \
+        bpftool
     install_headers
     mount_bpffs
 }

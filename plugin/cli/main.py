@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bpf, endpoint, identity, mesos, monitor, node, policy, status
+from . import bpf, bugtool, endpoint, identity, mesos, monitor, node, policy, status
 from .client import AgentClient, CLIError, default_socket
 
-COMMANDS = [status, endpoint, identity, policy, monitor, bpf, node, mesos]
+COMMANDS = [status, endpoint, identity, policy, monitor, bpf, node, mesos, bugtool]
 
 
 def build_parser() -> argparse.ArgumentParser:
