@@ -80,6 +80,8 @@ static __always_inline int ip_parse(struct __sk_buff *skb, struct pkt_info *pkt,
 {
 	int ret = ipv6 ? ipv6_load(skb, pkt) : ipv4_load(skb, pkt);
 
+	if (ret == IPV6_CHAIN_TOO_LONG)
+		return DROP_EXTHDR_CHAIN;
 	if (ret < 0)
 		return DROP_INVALID_PACKET;
 	ret = l4_load(skb, pkt);

@@ -277,13 +277,18 @@ static __always_inline int ct_inner_tuple(struct __sk_buff *skb, const struct pk
 		off += (inner.ver_ihl & 0x0f) * 4;
 	} else {
 		struct ipv6_hdr inner;
+		__u8 nh;
 
 		if (bpf_skb_load_bytes(skb, off, &inner, sizeof(inner)) < 0)
 			return -1;
 		addr6_copy(t->saddr, inner.saddr);
 		addr6_copy(t->daddr, inner.daddr);
-		t->proto = inner.nexthdr;
 		off += sizeof(inner);
+		/* The same walk as for the packet itself, so the tuples agree. */
+		nh = inner.nexthdr;
+		if (ipv6_skip_exthdrs(skb, &off, &nh, 0) < 0)
+			return -1;
+		t->proto = nh;
 	}
 	return ct_inner_ports(skb, off, t);
 }

@@ -20,6 +20,7 @@
 #define DROP_INVALID_PACKET 7	/* truncated or malformed headers */
 #define DROP_WRITE_ERROR 8	/* rewriting the packet (MAC, TTL, checksum) failed */
 #define DROP_FRAG_NOT_FOUND 9	/* a later fragment whose first fragment was not seen */
+#define DROP_EXTHDR_CHAIN 10	/* more IPv6 extension headers than the walker follows */
 
 #define EVENT_DROP 1
 

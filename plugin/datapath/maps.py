@@ -266,6 +266,7 @@ class DropReason(enum.IntEnum):
     INVALID_PACKET = 7
     WRITE_ERROR = 8
     FRAGMENT_NOT_FOUND = 9
+    EXTENSION_HEADER_CHAIN_TOO_LONG = 10
 
     @property
     def label(self) -> str:

@@ -304,6 +304,30 @@ def test_fragment_without_its_first_fragment_is_dropped(node: Node) -> None:
     assert ev is not None and ev["dst"] == ep2.ipv4
 
 
+def test_ipv6_extension_header_chains(node: Node) -> None:
+    """Headers the walker follows are walked (the datagram arrives); a longer chain
+    cannot be classified and is dropped under its own reason."""
+    ep1, ep2 = node.ep1, node.ep2
+    before = node.call("drop_counters")
+
+    def frame(options: int, payload: bytes) -> bytes:
+        return tn.ipv6_udp_frame(ep1.mac, ep1.host_mac, ep1.ipv6, ep2.ipv6, 1235, 9995,
+                                 payload, dest_options=options)
+
+    with tn.NetnsWorker(ep2.netns) as receiver:
+        receiver.call(tn.udp_listen_start, ep2.ipv6, 9995)
+        tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, frame(3, b"three"))
+        tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, frame(5, b"five"))
+        got = receiver.call(tn.udp_listen_result, 9995)
+    assert got == [(b"three", ep1.ipv6)]
+    after = node.call("drop_counters")
+    assert after["extension-header-chain-too-long"] - before[
+        "extension-header-chain-too-long"] == 1
+    assert after["invalid-packet"] == before["invalid-packet"]
+    ev = find_event(node, reason_name="extension-header-chain-too-long", src=ep1.ipv6)
+    assert ev is not None and ev["dst"] == ep2.ipv6
+
+
 def test_unknown_l3_is_dropped(node: Node) -> None:
     ep1 = node.ep1
     before = node.drops("unsupported-l3")

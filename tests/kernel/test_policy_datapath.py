@@ -267,6 +267,15 @@ def test_fragmented_udp_gets_its_flows_verdict(lab: Node, family: str) -> None:
     assert ev is not None and ev["protocol"] == 17
 
 
+def test_icmpv6_error_quoting_extension_headers_is_related(lab: Node) -> None:
+    """The port unreachable for a datagram with a destination options header quotes
+    that header too: the inner tuple is found past it, so the error is related."""
+    lab.set_policy(1, resolved(ingress=[(0, 80, TCP)]))
+    assert lab.worker(1).call(tn.udp_refused, lab.ep(2).ipv6, 9999, dstopts=True)
+    assert lab.worker(1).call(tn.udp_refused, OUT6, 9999, dstopts=True)
+    assert lab.ping_blocked(2, 1, "ipv6")
+
+
 def test_enforcement_off_allows_everything_and_removes_entries(lab: Node) -> None:
     lab.set_policy(2, resolved(ingress=[(1001, 80, TCP)], egress=[(1001, 80, TCP)]))
     assert len(lab.call("policy_entries", lab.ep(2).datapath_info())) == 2

@@ -548,13 +548,23 @@ def udp_echo_ok(dst: str, port: int, size: int, timeout: float = 0.5,
             return False
 
 
-def udp_refused(dst: str, port: int, timeout: float = 0.5) -> bool:
+# An IPv6 destination options header with nothing but padding (next header and
+# length as the kernel fills them in; one PadN option of 4 bytes).
+DSTOPTS_PADDING = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+
+
+def udp_refused(dst: str, port: int, timeout: float = 0.5, *, dstopts: bool = False) -> bool:
     """Send to a closed UDP port: True when the ICMP port unreachable came back
-    (a connected socket reports it as ECONNREFUSED)."""
+    (a connected socket reports it as ECONNREFUSED). ``dstopts``: the datagram (IPv6)
+    carries a destination options header, which the error then quotes too."""
     with socket.socket(_family(dst), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((dst, port))
-        sock.send(b"anyone?")
+        if dstopts:
+            sock.sendmsg([b"anyone?"], [(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS,
+                                         DSTOPTS_PADDING)])
+        else:
+            sock.send(b"anyone?")
         try:
             sock.recv(16)
         except ConnectionRefusedError:
@@ -594,6 +604,27 @@ def ipv4_udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, d
     iph = iph[:10] + struct.pack("!H", inet_checksum(iph)) + iph[12:]
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
     return eth + b"\x08\x00" + iph + udp
+
+
+def ipv6_udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int,
+                   payload: bytes, *, dest_options: int = 0) -> bytes:
+    """An Ethernet + IPv6 + UDP frame with a valid checksum, after ``dest_options``
+    destination options headers (padding only)."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    udp_len = 8 + len(payload)
+    pseudo = s + d + struct.pack("!IxxxB", udp_len, socket.IPPROTO_UDP)
+    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
+    ucsum = inet_checksum(pseudo + udp) or 0xFFFF
+    udp = struct.pack("!HHHH", sport, dport, udp_len, ucsum) + payload
+    exts = b""
+    for i in range(dest_options):
+        nxt = 60 if i < dest_options - 1 else socket.IPPROTO_UDP
+        exts += bytes([nxt]) + DSTOPTS_PADDING[1:]
+    first = 60 if dest_options else socket.IPPROTO_UDP
+    body = exts + udp
+    ip6 = struct.pack("!IHBB", 6 << 28, len(body), first, 64) + s + d
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+    return eth + b"\x86\xdd" + ip6 + body
 
 
 def arp_frame(src_mac: str, sender_mac: str, sender_ip: str, target_ip: str,
