@@ -118,6 +118,10 @@ class AgentConfig:
         15, int, "cluster mode: seconds after which a node that stopped refreshing its "
         "registration is gone for the others"
     )
+    health_checking: bool = _setting(
+        True, _bool, "run a health endpoint and probe endpoints and nodes (GET /v1/health)"
+    )
+    health_interval: float = _setting(30.0, float, "seconds between health probe rounds")
     prometheus_serve_addr: str | None = _setting(
         None, _optional_str, "serve Prometheus metrics at ADDR:PORT/metrics (off by default; "
         "e.g. 127.0.0.1:9962)"

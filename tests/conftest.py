@@ -110,6 +110,9 @@ def start_agent(netns: str, workdir: str, bpf_root: str, *extra: str,
     logf = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     # nsenter switches only the network namespace; `ip netns exec` would also remount
     # /sys and hide the BPF filesystem from the agent.
+    if not any(a.startswith("--health-checking") for a in extra):
+        # Tests that are not about the connectivity monitor run without its endpoint.
+        extra = ("--health-checking", "false", *extra)
     cmd = [*nsenter(netns), AGENT, "--state-dir", state_dir, "--socket", sock,
            "--bpf-root", bpf_root, "--log-level", "debug", *extra]
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)

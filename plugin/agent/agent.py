@@ -157,11 +157,23 @@ class Agent:
             self.cluster.publish(entries)
         self.node_started = True
         self._start_metrics_server()
+        self._start_health()
         self._start_docker_labels()
         self._maintenance = threading.Thread(
             target=self._maintain, name="cpy-maintenance", daemon=True
         )
         self._maintenance.start()
+
+    def _start_health(self) -> None:
+        self.health_monitor = None
+        if not self.config.health_checking:
+            return
+        from ..health import HealthMonitor
+
+        self.health_monitor = HealthMonitor(self, interval=self.config.health_interval)
+        self.health_monitor.start()
+        if self.cluster is not None:
+            self.cluster.set_health_addresses(self.health_monitor.addresses)
 
     def _start_metrics_server(self) -> None:
         """/metrics for Prometheus on --prometheus-serve-addr (HOST:PORT, [v6]:PORT)."""
@@ -316,6 +328,8 @@ class Agent:
                 self.masquerade.remove()
             except Exception:  # noqa: BLE001 - shutting down anyway
                 log.exception("removing masquerade rules failed")
+        if getattr(self, "health_monitor", None) is not None:
+            self.health_monitor.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self.cluster is not None:

@@ -25,6 +25,15 @@ def healthz() -> Any:
     return resp
 
 
+@bp.get("/v1/health")
+def connectivity() -> Any:
+    """The connectivity monitor's last probe of every target (plugin/health/)."""
+    monitor = getattr(_agent(), "health_monitor", None)
+    if monitor is None:
+        return jsonify({"enabled": False, "targets": []})
+    return jsonify({"enabled": True, **monitor.status()})
+
+
 @bp.get("/v1/config")
 def config() -> Any:
     return jsonify(dump_checked(ConfigSchema(), _agent().config))

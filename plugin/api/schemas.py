@@ -40,6 +40,18 @@ class ConfigSchema(Schema):
     threads = fields.Integer()
     kubeconfig = fields.String(allow_none=True)
     docker_labels = fields.Boolean(data_key="docker-labels")
+    etcd_ca_file = fields.String(data_key="etcd-ca-file", allow_none=True)
+    etcd_cert_file = fields.String(data_key="etcd-cert-file", allow_none=True)
+    etcd_key_file = fields.String(data_key="etcd-key-file", allow_none=True)
+    node_name = fields.String(data_key="node-name", allow_none=True)
+    node_address = fields.String(data_key="node-address", allow_none=True)
+    tunnel = fields.String()
+    node_ipv4_prefix_len = fields.Integer(data_key="node-ipv4-prefix-len")
+    node_ipv6_prefix_len = fields.Integer(data_key="node-ipv6-prefix-len")
+    node_lease_ttl = fields.Integer(data_key="node-lease-ttl")
+    health_checking = fields.Boolean(data_key="health-checking")
+    health_interval = fields.Float(data_key="health-interval")
+    prometheus_serve_addr = fields.String(data_key="prometheus-serve-addr", allow_none=True)
 
 
 class ErrorSchema(Schema):

@@ -170,6 +170,16 @@ class ClusterNode:
         if self.registry is not None:
             self.registry.stop()
 
+    def set_health_addresses(self, addresses: dict[str, str | None]) -> None:
+        """Tell the other nodes where this node's health endpoint is."""
+        if self.registry is None:
+            return
+        me = self.registry.me
+        self.registry.update(NodeInfo(
+            name=me.name, address=me.address, ipv4_range=me.ipv4_range,
+            ipv6_range=me.ipv6_range, addresses=me.addresses,
+            health_ipv4=addresses.get("ipv4"), health_ipv6=addresses.get("ipv6")))
+
     @property
     def lease(self) -> int | None:
         return self.registry.lease if self.registry else None

@@ -161,6 +161,14 @@ class NodeRegistry:
             except StoreError as exc:
                 self._failed(exc)  # the entry goes with our lease if never retried
 
+    def update(self, me: NodeInfo) -> None:
+        """Change what this node tells the others about itself."""
+        self.me = me
+        try:
+            self.store.put(NODES_PREFIX + me.name, me.to_json(), lease=self._lease)
+        except StoreError as exc:
+            self._failed(exc)  # re-registered with the new record on reconnect
+
     def _put_endpoint(self, prefix: str, identity: int, lease: int | None) -> None:
         doc = {"prefix": prefix, "identity": identity, "node": self.me.name}
         try:

@@ -30,7 +30,7 @@ from tests.support.cluster import (
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    c = build_cluster([])
+    c = build_cluster(["--health-checking", "true", "--health-interval", "1"])
     try:
         n1, n2, n3 = c.nodes
         c.attach(n1, "server", ["container:app=server"])
@@ -71,6 +71,23 @@ def test_cross_node_ping_and_tcp_over_the_tunnel(cluster: Cluster) -> None:
     metrics = json.loads(n1.cli("bpf", "metrics", "list", "-o", "json").stdout)
     text = json.dumps(metrics)
     assert "from-overlay-local-delivery" in text and "from-endpoint-overlay" in text
+
+
+def test_health_probes_reach_the_other_nodes_health_endpoints(cluster: Cluster) -> None:
+    n1 = cluster.nodes[0].agent
+    assert n1 is not None
+    others = {n.name for n in cluster.nodes[1:]}
+
+    def remote_ok() -> bool:
+        doc = n1.api("GET", "/v1/health").json()
+        seen = {t["name"].split("/")[1] for t in doc["targets"]
+                if t["kind"] == "health-endpoint" and t["reachable"]
+                and not t["name"].startswith("health-endpoint/cilium-health/")}
+        nodes = {t["name"].split("/")[1] for t in doc["targets"]
+                 if t["kind"] == "node" and t["reachable"]}
+        return seen == others and nodes == others
+
+    until(remote_ok, 20)
 
 
 def test_identities_are_cluster_wide_and_policy_enforced_on_them(cluster: Cluster) -> None:

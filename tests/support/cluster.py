@@ -130,12 +130,15 @@ def build_cluster(extra_args: list[str]) -> Cluster:
 
 
 def teardown(cluster: Cluster) -> None:
+    from cilium_py.health.monitor import health_netns_name
+
     for w in cluster.workers.values():
         w.close()
     for node in cluster.nodes:
         if node.agent is not None:
             node.agent.stop()
     for node in cluster.nodes:
+        nsh.delete_netns(health_netns_name(f"{node.workdir}/state"))
         shutil.rmtree(node.workdir, ignore_errors=True)
         nsh.remove_pins(node.bpf_root)
     remove_etcd(cluster.etcd)

@@ -143,7 +143,7 @@ def start_root_agent(workdir: str, bpf_root: str, router: str, *extra: str,
     logf = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     cmd = [AGENT, "--state-dir", state_dir, "--socket", sock, "--bpf-root", bpf_root,
            "--router-device", router, "--ipv4-pool", pools[0], "--ipv6-pool", pools[1],
-           "--log-level", "debug", *extra]
+           "--log-level", "debug", "--health-checking", "false", *extra]
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
     logf.close()
     agent = RunningAgent("", state_dir, sock, bpf_root, proc, log_path, list(extra))
