@@ -42,6 +42,7 @@
 #include "lib/drop.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/proxy.h"
 #include "lib/overlay.h"
 
 struct arp_eth {
@@ -124,6 +125,25 @@ static __always_inline int from_container_arp(struct __sk_buff *skb, const struc
 }
 
 /*
+ * The first packet of a connection that an L7 rule covers: assign it to the
+ * proxy listening on @proxy_port and record the flow as redirected, so that
+ * its later packets follow (lib/proxy.h). @ep_id and @ifindex name the
+ * endpoint whose rules apply, @sid and @did the identities, for drop events.
+ */
+static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct pkt_info *pkt,
+					     int proxy_port, __u8 ct_dir, __u32 now, __u8 dir,
+					     __u32 ep_id, __u32 ifindex, __u32 sid, __u32 did)
+{
+	int reason = proxy_assign(skb, pkt, proxy_port);
+
+	if (reason)
+		return send_drop(skb, pkt, reason, dir, ep_id, ifindex, sid, did);
+	if (ct_create(skb, pkt, ct_dir, CT_F_PROXY_REDIRECT, sid, now) < 0)
+		return send_drop(skb, pkt, DROP_CT_ERROR, dir, ep_id, ifindex, sid, did);
+	return TC_ACT_OK;
+}
+
+/*
  * The destination is a local endpoint: deliver into its container directly.
  * The redirect skips the destination's to_container program, so its side of
  * conntrack and its ingress policy are handled here, unless the sender's
@@ -135,16 +155,30 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 					 const struct endpoint_info *dst, int ct, __u32 now)
 {
 	int state = ct & CT_STATE_MASK;
+	int in, verdict;
 
-	if (!(ct & CT_COVERS_PEER) && state != CT_RELATED &&
-	    ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
-		if (policy_check(dst->ep_id, dst->flags, src->identity, pkt, POLICY_INGRESS) < 0)
-			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
-					 dst->ifindex, src->identity, dst->identity);
-		/* A new connection gets one entry for both sides, below. */
-		if (state != CT_NEW &&
-		    ct_create(skb, pkt, CT_INGRESS, 0, src->identity, now) < 0)
-			return drop_from(skb, pkt, DROP_CT_ERROR, src);
+	if (!(ct & CT_COVERS_PEER) && state != CT_RELATED) {
+		in = ct_lookup_ingress(skb, pkt, now);
+		if (in & CT_TO_PROXY)
+			return proxy_deliver(skb);
+		if (in == CT_NEW) {
+			verdict = policy_check(dst->ep_id, dst->flags, src->identity, pkt,
+					       POLICY_INGRESS);
+			if (verdict < 0)
+				return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER,
+						 dst->ep_id, dst->ifindex, src->identity,
+						 dst->identity);
+			/* The destination's L7 rules: into the proxy, from here. */
+			if (verdict > 0)
+				return redirect_to_proxy(skb, pkt, verdict,
+							 state == CT_NEW ? CT_EGRESS : CT_INGRESS,
+							 now, DIR_TO_CONTAINER, dst->ep_id,
+							 dst->ifindex, src->identity, dst->identity);
+			/* A new connection gets one entry for both sides, below. */
+			if (state != CT_NEW &&
+			    ct_create(skb, pkt, CT_INGRESS, 0, src->identity, now) < 0)
+				return drop_from(skb, pkt, DROP_CT_ERROR, src);
+		}
 	}
 	if (state == CT_NEW &&
 	    ct_create(skb, pkt, CT_EGRESS, CT_F_LOCAL, src->identity, now) < 0)
@@ -172,12 +206,20 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 
 	ct = ct_lookup_egress(skb, pkt, dst != 0, now);
 	state = ct & CT_STATE_MASK;
+	/* A redirected flow, or a reply to a connection the proxy opened. */
+	if (ct & CT_TO_PROXY)
+		return proxy_deliver(skb);
 	if (state == CT_NEW && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
 		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
+		int verdict = policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_EGRESS);
 
-		if (policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_EGRESS) < 0)
+		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_FROM_CONTAINER, cfg->ep_id,
 					 skb->ifindex, cfg->identity, remote);
+		if (verdict > 0)
+			return redirect_to_proxy(skb, pkt, verdict, CT_EGRESS, now,
+						 DIR_FROM_CONTAINER, cfg->ep_id, skb->ifindex,
+						 cfg->identity, remote);
 	}
 
 	/* Expiring packets take the slow path: the host stack sends time exceeded. */
@@ -299,14 +341,29 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 					   const struct pkt_info *pkt)
 {
 	__u32 now = ct_now();
+	int ct = ct_lookup_ingress(skb, pkt, now);
 
-	if (ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
-		__u32 remote = source_identity(skb, pkt);
+	/* Redirected at ingress after the host stack routed it: no hairpin (yet). */
+	if (ct & CT_TO_PROXY)
+		return drop_to(skb, pkt, DROP_PROXY_UNAVAILABLE, cfg);
+	if (ct == CT_NEW) {
+		/*
+		 * A proxy's upstream connection leaves from its client's address: the
+		 * client's identity, not the host's, and no second redirect after the
+		 * ingress proxy enforced this endpoint's rules.
+		 */
+		int proxied = from_proxy(skb);
+		__u32 remote = proxied ? ipcache_identity(pkt->family, pkt->saddr) :
+					 source_identity(skb, pkt);
+		int verdict = policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_INGRESS);
 
-		if (policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_INGRESS) < 0)
+		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, cfg->ep_id,
 					 skb->ifindex, remote, cfg->identity);
-		if (ct_create(skb, pkt, CT_INGRESS, 0, remote, now) < 0)
+		if (verdict > 0 && !proxy_mark_is(skb, MARK_FROM_PROXY_INGRESS))
+			return send_drop(skb, pkt, DROP_PROXY_UNAVAILABLE, DIR_TO_CONTAINER,
+					 cfg->ep_id, skb->ifindex, remote, cfg->identity);
+		if (ct_create(skb, pkt, CT_INGRESS, proxied ? CT_F_FROM_PROXY : 0, remote, now) < 0)
 			return drop_to(skb, pkt, DROP_CT_ERROR, cfg);
 	}
 	metric_count(METRIC_TO_EP_FROM_STACK, skb->len);
@@ -359,6 +416,7 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 {
 	struct endpoint_info *dst = lookup_endpoint(pkt);
 	__u32 remote, now;
+	int ct, verdict;
 
 	if (!dst)
 		return TC_ACT_OK;
@@ -367,10 +425,18 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 		return send_drop(skb, pkt, DROP_INVALID_PACKET, DIR_TO_CONTAINER, dst->ep_id,
 				 dst->ifindex, 0, dst->identity);
 	now = ct_now();
-	if (ct_lookup_ingress(skb, pkt, now) == CT_NEW) {
-		if (policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS) < 0)
+	ct = ct_lookup_ingress(skb, pkt, now);
+	if (ct & CT_TO_PROXY)
+		return proxy_deliver(skb);
+	if (ct == CT_NEW) {
+		verdict = policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS);
+		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
 					 dst->ifindex, remote, dst->identity);
+		if (verdict > 0)
+			return redirect_to_proxy(skb, pkt, verdict, CT_INGRESS, now,
+						 DIR_TO_CONTAINER, dst->ep_id, dst->ifindex,
+						 remote, dst->identity);
 		if (ct_create(skb, pkt, CT_INGRESS, 0, remote, now) < 0)
 			return send_drop(skb, pkt, DROP_CT_ERROR, DIR_TO_CONTAINER, dst->ep_id,
 					 dst->ifindex, remote, dst->identity);

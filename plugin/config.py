@@ -75,6 +75,9 @@ class AgentConfig:
         None, _optional_str, "etcd: client certificate (with --etcd-key-file)"
     )
     etcd_key_file: str | None = _setting(None, _optional_str, "etcd: client certificate key")
+    l7_proxy: bool = _setting(
+        True, _bool, "run Envoy for HTTP/gRPC L7 rules (false: L7 ports are enforced at L4)"
+    )
     log_format: str = _setting("json", _choice("json", "console"), "json or console")
     log_level: str = _setting(
         "info", _choice("debug", "info", "warning", "error"), "minimum log level"

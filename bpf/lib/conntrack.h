@@ -62,12 +62,16 @@
 #define CT_STATE_MASK 0x0f
 /* Returned with the state: the entry also stands for the local peer's side. */
 #define CT_COVERS_PEER 0x10
+/* Returned with the state: the packet belongs to the proxy (lib/proxy.h). */
+#define CT_TO_PROXY 0x20
 
 #define CT_F_TX_CLOSING 0x1	/* FIN seen in the opening direction */
 #define CT_F_RX_CLOSING 0x2	/* FIN seen in the reply direction */
 #define CT_F_SEEN_REPLY 0x4	/* the other side answered at least once */
 #define CT_F_RESET 0x8		/* RST seen */
 #define CT_F_LOCAL 0x10		/* egress entry delivered directly: covers the peer's ingress */
+#define CT_F_PROXY_REDIRECT 0x20	/* redirected to an L7 proxy: packets go to its socket */
+#define CT_F_FROM_PROXY 0x40	/* opened by an L7 proxy: replies go back to its socket */
 
 #ifndef CT_LIFETIME_TCP
 #define CT_LIFETIME_TCP 21600
@@ -333,7 +337,8 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 		if (ct_is_restart(e, pkt))
 			return CT_NEW;
 		ct_account(e, 0, pkt, skb->len, now);
-		return CT_ESTABLISHED | ((e->flags & CT_F_LOCAL) ? CT_COVERS_PEER : 0);
+		return CT_ESTABLISHED | ((e->flags & CT_F_LOCAL) ? CT_COVERS_PEER : 0) |
+		       ((e->flags & CT_F_PROXY_REDIRECT) ? CT_TO_PROXY : 0);
 	}
 	if (dst_local) {
 		e = ct_find(pkt, 1, CT_EGRESS);
@@ -345,7 +350,7 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 	e = ct_find(pkt, 1, CT_INGRESS);
 	if (ct_live(e, now)) {
 		ct_account(e, 1, pkt, skb->len, now);
-		return CT_REPLY;
+		return CT_REPLY | ((e->flags & CT_F_FROM_PROXY) ? CT_TO_PROXY : 0);
 	}
 	if (icmp_is_error(pkt))
 		return ct_related(skb, pkt, CT_INGRESS, dst_local, now);
@@ -363,7 +368,7 @@ static __always_inline int ct_lookup_ingress(struct __sk_buff *skb, const struct
 		if (ct_is_restart(e, pkt))
 			return CT_NEW;
 		ct_account(e, 0, pkt, skb->len, now);
-		return CT_ESTABLISHED;
+		return CT_ESTABLISHED | ((e->flags & CT_F_PROXY_REDIRECT) ? CT_TO_PROXY : 0);
 	}
 	e = ct_find(pkt, 1, CT_EGRESS);
 	if (ct_live(e, now)) {

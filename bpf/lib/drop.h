@@ -21,6 +21,8 @@
 #define DROP_WRITE_ERROR 8	/* rewriting the packet (MAC, TTL, checksum) failed */
 #define DROP_FRAG_NOT_FOUND 9	/* a later fragment whose first fragment was not seen */
 #define DROP_EXTHDR_CHAIN 10	/* more IPv6 extension headers than the walker follows */
+#define DROP_PROXY_UNAVAILABLE 11	/* redirect to an L7 proxy that does not listen */
+#define DROP_PROXY_UNSUPPORTED 12	/* redirect of something other than TCP */
 
 #define EVENT_DROP 1
 

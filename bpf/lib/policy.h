@@ -38,7 +38,7 @@
 #define POLICY_INGRESS 1
 
 #define POLICY_ACTION_ALLOW 1
-#define POLICY_ACTION_REDIRECT 2	/* to the L7 proxy at proxy_port (later: allow) */
+#define POLICY_ACTION_REDIRECT 2	/* to the L7 proxy at proxy_port (lib/proxy.h) */
 
 #define POLICY_DENY -1
 
@@ -116,7 +116,10 @@ static __always_inline int policy_check(__u32 ep_id, __u32 ep_flags, __u32 remot
 		v = policy_try(&key, 0, 0, 0);
 	if (!v)
 		return POLICY_DENY;
-	return v->action == POLICY_ACTION_REDIRECT ? v->proxy_port : 0;
+	if (v->action != POLICY_ACTION_REDIRECT)
+		return 0;
+	/* A redirect without a proxy port cannot be enforced: deny. */
+	return v->proxy_port ? v->proxy_port : POLICY_DENY;
 }
 
 #endif /* CPY_POLICY_H */

@@ -23,6 +23,7 @@ from ..ipam import IPAM
 from ..logs import get_logger
 from ..metrics import AgentMetrics, NullMetrics
 from ..node.cluster import ClusterNode, is_cluster_store
+from ..proxy.manager import ProxyManager
 from ..store import EtcdTLS, Store, open_store
 from . import prereqs
 from .monitor import EventHub
@@ -78,6 +79,10 @@ class Agent:
             AgentMetrics(self) if config.prometheus_serve_addr else NullMetrics())
         self._metrics_server: Any = None
         self.events = EventHub()
+        self.proxies = ProxyManager(
+            self.store, config.state_dir, pools=(config.ipv4_pool, config.ipv6_pool),
+            publish=self.events.publish, envoy=None if config.l7_proxy else False)
+        self.register_probe("proxy", self.proxies.health)
         self.policy = PolicyManager(self)
         self.register_probe("datapath", self._datapath_health)
         self.register_probe("endpoints", self._endpoints_health)
@@ -133,6 +138,13 @@ class Agent:
             self.masquerade = Masquerade(ipv4_pool=cfg.ipv4_pool, ipv6_pool=cfg.ipv6_pool)
             self.masquerade.install()
         if self.datapath is not None:
+            # L7 first: a proxy the previous agent configured is back (or adopted)
+            # before the slow compile, so redirected flows wait for nobody.
+            if self.proxies.parsers():
+                from ..proxy.routing import install_proxy_routing
+
+                install_proxy_routing(self.ipam.enabled(4), self.ipam.enabled(6))
+                self.proxies.resume()
             self.datapath.start()
             self.datapath.subscribe_drops(self._on_drop)
         self.policy.load()
@@ -330,6 +342,7 @@ class Agent:
                 log.exception("removing masquerade rules failed")
         if getattr(self, "health_monitor", None) is not None:
             self.health_monitor.stop()
+        self.proxies.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self.cluster is not None:

@@ -32,6 +32,8 @@ from ..policy import (
     trace_policy,
 )
 from ..policy.l4 import Protocol
+from ..policy.l7 import HTTPRequest
+from ..proxy.redirects import redirected_ports, with_proxy_ports
 from ..store import Store
 
 log = get_logger("policy")
@@ -68,7 +70,19 @@ class PolicyManager:
         self._cidr_ids: dict[str, int] = {}
         self.resolved: dict[str, ResolvedPolicy] = {}
         self._node_addrs: list[str] = []
-        self.l7_proxies: tuple[str, ...] = ()
+        self._l7_proxies: tuple[str, ...] | None = None
+
+    @property
+    def l7_proxies(self) -> tuple[str, ...]:
+        """The L7 parsers a proxy enforces (the resolver redirects only those)."""
+        if self._l7_proxies is not None:
+            return self._l7_proxies
+        proxies = getattr(self.agent, "proxies", None)
+        return proxies.parsers() if proxies is not None else ()
+
+    @l7_proxies.setter
+    def l7_proxies(self, value: tuple[str, ...]) -> None:
+        self._l7_proxies = tuple(value)
 
     # -- persistence -------------------------------------------------------------------
 
@@ -122,10 +136,20 @@ class PolicyManager:
             self._sync_cidr_identities()
             for rule in rules:
                 for port in self._l7_ports(rule):
-                    log.warning("L7 rules enforced at L4 only until the proxy runs",
-                                extra={"fields": {"port": port}})
+                    if not self.l7_proxies:
+                        log.warning("L7 rules enforced at L4 only: no L7 proxy available",
+                                    extra={"fields": {"port": port}})
         self.regenerate_all()
         return revision
+
+    @staticmethod
+    def _l7_port_parsers(rule: Any) -> list[tuple[str, tuple[str, ...]]]:
+        out = []
+        for section in (*rule.ingress, *rule.egress):
+            for port_rule in section.to_ports:
+                if port_rule.rules is not None and not port_rule.rules.is_empty():
+                    out.extend((str(p), port_rule.rules.parsers()) for p in port_rule.ports)
+        return out
 
     @staticmethod
     def _l7_ports(rule: Any) -> list[str]:
@@ -151,10 +175,12 @@ class PolicyManager:
         query = parse_label_query(labels)
         notes = []
         for index, rule in self.repo.search(query):
-            for port in self._l7_ports(rule):
-                if not self.l7_proxies:
+            for port, parsers in self._l7_port_parsers(rule):
+                if not all(p in self.l7_proxies for p in parsers):
                     notes.append(f"rule {index}: L7 rules on {port} are enforced at L4 only "
-                                 "(no L7 proxy runs yet)")
+                                 f"(no {'+'.join(parsers)} proxy is available)")
+                else:
+                    notes.append(f"rule {index}: {port} is redirected to the L7 proxy")
         return {"revision": self.repo.revision, "policy": self.repo.to_json(query),
                 "notes": notes}
 
@@ -240,13 +266,39 @@ class PolicyManager:
 
     def resolve(self, ep: Any) -> ResolvedPolicy:
         rules, revision = self.repo.snapshot()
-        return resolve_policy(
+        resolved = resolve_policy(
             (*INIT_RULES, *rules), LabelSet.parse(ep.labels), self.index(),
             mode=self.mode_for(ep),
             allow_host_ingress=self.agent.config.allow_host_ingress,
             l7_proxies=self.l7_proxies,
             revision=revision,
         )
+        proxies = getattr(self.agent, "proxies", None)
+        return with_proxy_ports(resolved, proxies.proxy_port) if proxies is not None else resolved
+
+    def _sync_proxies(self) -> None:
+        """Every proxy gets the redirects of every endpoint (before the datapath
+        starts redirecting to it: a new redirect is enforced from its first packet)."""
+        proxies = getattr(self.agent, "proxies", None)
+        if proxies is None:
+            return
+        addresses = {ep.id: [a for a in ep.addressing.values() if a]
+                     for ep in self.agent.endpoints.list()}
+        proxies.sync({k: v for k, v in self.resolved.items() if k in addresses}, addresses,
+                     self.ipcache())
+
+    def _write(self, ep: Any, resolved: ResolvedPolicy, previous: ResolvedPolicy | None) -> None:
+        datapath = self.agent.datapath
+        if datapath is not None and ep.ifindex:
+            datapath.set_policy(ep, resolved)
+            gained = redirected_ports(resolved) - redirected_ports(previous)
+            if gained:
+                # Connections opened before the L7 rule must not bypass the proxy.
+                cut = datapath.flush_ct_ports(
+                    [a for a in ep.addressing.values() if a], sorted(gained))
+                log.info("connections cut for new L7 redirects", extra={"fields": {
+                    "id": ep.id, "ports": sorted(gained), "entries": cut}})
+        ep.policy_revision = resolved.revision or 0
 
     def regenerate(self, ep: Any) -> None:
         started = time.perf_counter()
@@ -259,11 +311,12 @@ class PolicyManager:
 
     def _regenerate(self, ep: Any) -> None:
         resolved = self.resolve(ep)
-        datapath = self.agent.datapath
-        if datapath is not None and ep.ifindex:
-            datapath.set_policy(ep, resolved)
+        previous = self.resolved.get(ep.id)
         self.resolved[ep.id] = resolved
-        ep.policy_revision = resolved.revision or 0
+        try:
+            self._sync_proxies()
+        finally:
+            self._write(ep, resolved, previous)
         with self._changed:
             self._changed.notify_all()
 
@@ -273,17 +326,39 @@ class PolicyManager:
             self.refresh_node_addresses()
             self.sync_ipcache()
             eps = self.agent.endpoints.list()
+            previous = dict(self.resolved)
             for ep in eps:
                 try:
-                    self.regenerate(ep)
+                    self.resolved[ep.id] = self.resolve(ep)
                 except Exception:  # noqa: BLE001 - one endpoint must not block others
+                    log.exception("policy resolution failed", extra={"fields": {"id": ep.id}})
+            try:
+                self._sync_proxies()
+            except Exception:  # noqa: BLE001 - reported by the proxy's health; the
+                # datapath still redirects, and a proxy that is not there drops
+                log.exception("proxy update failed")
+            for ep in eps:
+                begun = time.perf_counter()
+                try:
+                    if ep.id in self.resolved:
+                        self._write(ep, self.resolved[ep.id], previous.get(ep.id))
+                except Exception:  # noqa: BLE001 - one endpoint must not block others
+                    self.agent.metrics.regeneration(time.perf_counter() - begun, ok=False)
                     log.exception("policy regeneration failed", extra={"fields": {"id": ep.id}})
+                else:
+                    self.agent.metrics.regeneration(time.perf_counter() - begun, ok=True)
+            with self._changed:
+                self._changed.notify_all()
             log.info("policy regenerated", extra={"fields": {
                 "endpoints": len(eps), "revision": self.repo.revision,
                 "seconds": round(time.monotonic() - started, 3)}})
 
     def forget(self, ep_id: str) -> None:
-        self.resolved.pop(ep_id, None)
+        if self.resolved.pop(ep_id, None) is not None:
+            try:
+                self._sync_proxies()
+            except Exception:  # noqa: BLE001 - reported by the proxy's health
+                log.exception("proxy update failed")
 
     def wait(self, revision: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -301,7 +376,8 @@ class PolicyManager:
 
     # -- trace ---------------------------------------------------------------------------
 
-    def trace(self, src: list[str], dst: list[str], dport: str | None) -> dict[str, Any]:
+    def trace(self, src: list[str], dst: list[str], dport: str | None,
+              http: HTTPRequest | None = None) -> dict[str, Any]:
         source, destination = parse_labels(src), parse_labels(dst)
         port, proto = None, Protocol.ANY
         if dport:
@@ -318,7 +394,7 @@ class PolicyManager:
             (*INIT_RULES, *self.repo.rules), source, destination, port=port, protocol=proto,
             mode=EnforcementMode(self.agent.config.enforcement),
             allow_host_ingress=self.agent.config.allow_host_ingress,
-            l7_proxies=self.l7_proxies,
+            l7_proxies=self.l7_proxies, http=http,
         )
         doc = result.to_dict()
         doc["text"] = result.render()

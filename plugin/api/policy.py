@@ -46,7 +46,20 @@ def delete_policy() -> Any:
 def resolve() -> Any:
     src = _labels_from("source")
     dst = _labels_from("destination")
-    return jsonify(_agent().policy.trace(src, dst, request.args.get("dport")))
+    return jsonify(_agent().policy.trace(src, dst, request.args.get("dport"), _http_request()))
+
+
+def _http_request() -> Any:
+    """``http-method``, ``http-path``, ``http-host``, ``http-header`` (repeated): the
+    request to judge against HTTP rules; None when none is given."""
+    from ..policy.l7 import HTTPRequest
+
+    args = request.args
+    if not any(k in args for k in ("http-method", "http-path", "http-host", "http-header")):
+        return None
+    return HTTPRequest(method=args.get("http-method", "GET"), path=args.get("http-path", "/"),
+                       host=args.get("http-host", ""),
+                       headers=HTTPRequest.parse_headers(args.getlist("http-header")))
 
 
 def _labels_from(name: str) -> list[str]:

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     trace.add_argument("-s", "--src", required=True, action="append", metavar="LABELS")
     trace.add_argument("-d", "--dst", required=True, action="append", metavar="LABELS")
     trace.add_argument("--dport", metavar="PORT/PROTO")
+    trace.add_argument("--http-method", metavar="METHOD", help="judge this HTTP request too")
+    trace.add_argument("--http-path", metavar="PATH")
+    trace.add_argument("--http-host", metavar="HOST")
+    trace.add_argument("--http-header", action="append", default=[], metavar="'NAME: VALUE'")
     trace.set_defaults(func=run_trace)
     wait = psub.add_parser("wait", parents=[parent], help="wait until all endpoints run REVISION")
     wait.add_argument("revision", type=int)
@@ -81,7 +85,13 @@ def run_trace(args: argparse.Namespace, client: AgentClient) -> int:
     params: dict[str, str] = {"source": ",".join(args.src), "destination": ",".join(args.dst)}
     if args.dport:
         params["dport"] = args.dport
-    doc = client.get("/v1/policy/resolve", params=params)
+    for name in ("http_method", "http_path", "http_host"):
+        if getattr(args, name):
+            params[name.replace("_", "-")] = getattr(args, name)
+    query: dict[str, object] = dict(params)
+    if args.http_header:
+        query["http-header"] = args.http_header
+    doc = client.get("/v1/policy/resolve", params=query)
     if args.output == "json":
         print_json(doc)
     else:

@@ -7,7 +7,9 @@ from typing import Any
 from .maps import (
     AF_INET,
     CT_EGRESS,
+    CT_F_FROM_PROXY,
     CT_F_LOCAL,
+    CT_F_PROXY_REDIRECT,
     CT_F_RESET,
     CT_F_RX_CLOSING,
     CT_F_SEEN_REPLY,
@@ -25,6 +27,8 @@ _CT_FLAG_NAMES = (
     (CT_F_SEEN_REPLY, "seen-reply"),
     (CT_F_RESET, "reset"),
     (CT_F_LOCAL, "local"),
+    (CT_F_PROXY_REDIRECT, "to-proxy"),
+    (CT_F_FROM_PROXY, "from-proxy"),
 )
 
 

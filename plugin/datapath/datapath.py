@@ -59,6 +59,7 @@ from .maps import (
     AF_INET6,
     CT4,
     CT6,
+    CT_F_PROXY_REDIRECT,
     DROP_REASON_MAX,
     DROPS,
     EP_CFG,
@@ -83,6 +84,7 @@ from .maps import (
     link_local_from_mac,
     mac_bytes,
     mac_str,
+    ntohs,
 )
 from .overlay import TunnelTable, set_node_config
 from .policy import flags_dict, resolved_entries, resolved_flags
@@ -574,6 +576,28 @@ class Datapath:
                     if wanted is None or bytes(key.saddr)[:size] in wanted or \
                             bytes(key.daddr)[:size] in wanted:
                         removed += ct.delete(key)
+        return removed
+
+    def flush_ct_ports(self, addresses: list[str], ports: list[tuple[str, int]]) -> int:
+        """Delete the conntrack entries of connections to (``ingress``) or from
+        (``egress``) ``addresses`` on the given destination ports (0: any) that are
+        not redirected to a proxy: what a new L7 redirect must not let bypass it.
+        The next packet of such a connection is then new to the datapath, is
+        assigned to the proxy's listener mid-stream and gets reset."""
+        own = {ipaddress.ip_address(a).packed for a in addresses}
+        removed = 0
+        with self._lock:
+            for name, size in ((CT4, 4), (CT6, 16)):
+                ct = self._map(name)
+                for key, e in list(ct.items()):
+                    if e.flags & CT_F_PROXY_REDIRECT:
+                        continue
+                    dport = ntohs(key.dport)
+                    for direction, port in ports:
+                        addr = key.daddr if direction == "ingress" else key.saddr
+                        if bytes(addr)[:size] in own and port in (0, dport):
+                            removed += ct.delete(key)
+                            break
         return removed
 
     def gc_ct(self) -> int:

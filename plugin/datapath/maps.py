@@ -50,6 +50,8 @@ CT_F_RX_CLOSING = 0x2
 CT_F_SEEN_REPLY = 0x4
 CT_F_RESET = 0x8
 CT_F_LOCAL = 0x10
+CT_F_PROXY_REDIRECT = 0x20
+CT_F_FROM_PROXY = 0x40
 
 POLICY_EGRESS = 0  # same numbering as the conntrack directions
 POLICY_INGRESS = 1
@@ -267,6 +269,8 @@ class DropReason(enum.IntEnum):
     WRITE_ERROR = 8
     FRAGMENT_NOT_FOUND = 9
     EXTENSION_HEADER_CHAIN_TOO_LONG = 10
+    PROXY_UNAVAILABLE = 11
+    PROXY_UNSUPPORTED = 12
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ the rules are kept intact so that the L7 work only has to consume them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,20 @@ class HTTPRule:
     host: str = ""
     headers: tuple[str, ...] = ()
 
+    def allows(self, request: HTTPRequest) -> bool:
+        """What the proxy decides (full-match regexes, headers exact or present)."""
+        for regex, value in ((self.method, request.method), (self.path, request.path),
+                             (self.host, request.host)):
+            if regex and re.fullmatch(regex, value) is None:
+                return False
+        have = {name.lower(): value for name, value in request.headers}
+        for text in self.headers:
+            name, sep, value = text.partition(":")
+            name = name.strip().lower()
+            if name not in have or (sep and have[name] != value.strip()):
+                return False
+        return True
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in ("method", "path", "host"):
@@ -30,6 +45,27 @@ class HTTPRule:
         if self.headers:
             out["headers"] = list(self.headers)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """A request to judge (``policy trace --http-method ...``)."""
+
+    method: str = "GET"
+    path: str = "/"
+    host: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse_headers(cls, texts: list[str]) -> tuple[tuple[str, str], ...]:
+        out = []
+        for text in texts:
+            name, _, value = text.partition(":")
+            out.append((name.strip(), value.strip()))
+        return tuple(out)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}" + (f" (host {self.host})" if self.host else "")
 
 
 @dataclass(frozen=True, slots=True)

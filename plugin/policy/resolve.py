@@ -70,6 +70,8 @@ class Verdict:
 
     action: Action
     l7: L7Rules | None = None
+    #: the proxy listening for this redirect (set by the agent, 0 until then)
+    proxy_port: int = 0
 
     @property
     def l7_at_l4(self) -> bool:
@@ -79,13 +81,16 @@ class Verdict:
         """Union: a plain allow lifts any L7 restriction; two redirects add up."""
         if self.action is Action.REDIRECT and other.action is Action.REDIRECT:
             assert self.l7 is not None and other.l7 is not None
-            return Verdict(Action.REDIRECT, self.l7.merge(other.l7))
+            return Verdict(Action.REDIRECT, self.l7.merge(other.l7),
+                           self.proxy_port or other.proxy_port)
         return ALLOW
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"verdict": str(self.action)}
         if self.l7 is not None:
             out["l7"] = self.l7.to_dict()
+        if self.proxy_port:
+            out["proxy_port"] = self.proxy_port
         if self.l7_at_l4:
             out["l7_enforced_at"] = "L4"
         return out

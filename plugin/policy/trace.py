@@ -17,7 +17,7 @@ from typing import Any
 from cilium_py.labels import LabelSet, reserved_label
 
 from .l4 import Protocol
-from .l7 import L7Rules
+from .l7 import HTTPRequest, L7Rules
 from .resolve import EnforcementMode
 from .rule import Direction, Rule, Section
 
@@ -165,6 +165,7 @@ def trace_policy(
     mode: EnforcementMode = EnforcementMode.DEFAULT,
     allow_host_ingress: bool = True,
     l7_proxies: Collection[str] = (),
+    http: HTTPRequest | None = None,
 ) -> TraceResult:
     """Trace ``source`` -> ``destination`` (optionally to ``port``/``protocol``).
 
@@ -172,10 +173,11 @@ def trace_policy(
     ``toPorts`` are shown as not evaluated. Protocol ``ANY`` asks whether some protocol
     on the port is allowed. ``l7_proxies`` names the running proxies, as for
     :func:`~.resolve.resolve_policy`, so the trace says where L7 rules are enforced.
+    With ``http``, ports with HTTP rules are judged for that request as the proxy would.
     """
     mode = EnforcementMode(mode)
     protocol = Protocol(protocol)
-    options = (port, protocol, mode, allow_host_ingress, frozenset(l7_proxies))
+    options = (port, protocol, mode, allow_host_ingress, frozenset(l7_proxies), http)
     ingress = _trace_direction(Direction.INGRESS, rules, destination, source, *options)
     egress = _trace_direction(Direction.EGRESS, rules, source, destination, *options)
     return TraceResult(source, destination, port, protocol, ingress, egress)
@@ -191,6 +193,7 @@ def _trace_direction(
     mode: EnforcementMode,
     allow_host_ingress: bool,
     l7_proxies: frozenset[str],
+    http: HTTPRequest | None = None,
 ) -> DirectionTrace:
     selected = [
         RuleTrace(i, rule)
@@ -238,6 +241,13 @@ def _trace_direction(
         where = "redirected to the proxy, which checks each request"
     else:
         where = "enforced at L4 until its proxy runs"
+    if http is not None and merged.http:
+        hit = next((r for r in merged.http if r.allows(http)), None)
+        if hit is None:
+            return result(denied, f"Found allow rule with {parsers} rules ({where}); no http "
+                          f"rule allows {http}: the proxy answers 403", merged)
+        return result(allowed, f"Found allow rule with {parsers} rules ({where}); {http} is "
+                      f"allowed by http rule {hit.to_dict() or '{}'}", merged)
     return result(allowed, f"Found allow rule with {parsers} rules ({where})", merged)
 
 

@@ -418,15 +418,16 @@ def test_to_entities_host_covers_node_addresses(clean) -> None:
 
 
 def test_l7_rules_enforced_at_l4_and_said_so(clean) -> None:
+    # Kafka rules: no Kafka proxy yet (HTTP rules go through Envoy, test_l7_policy.py).
     clean.apply([server_rule([{
         "fromEndpoints": [{"matchLabels": {"app": "client"}}],
         "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}],
-                     "rules": {"HTTP": [{"method": "GET", "path": "/public"}]}}]}])])
+                     "rules": {"kafka": [{"role": "produce", "topic": "public"}]}}]}])])
     assert clean.tcp("client", "server", 80)
     assert not clean.tcp("client", "server", 81)
     assert not clean.tcp("other", "server", 80)
     shown = clean.agent.cli("policy", "get")
     assert "enforced at L4 only" in shown.stdout
-    assert '"method": "GET"' in shown.stdout
+    assert '"topic": "public"' in shown.stdout
     ep = clean.agent.api("GET", "/v1/endpoint/server/policy").json()
     assert ep["l7_enforced_at_l4"], ep

@@ -383,8 +383,9 @@ def test_set_policy_writes_only_the_difference(lab: Node) -> None:
         {"direction": "ingress", "identity": 1002, "port": 0, "protocol": "ANY",
          "action": "allow", "proxy_port": 0},
     ]
-    # Redirect behaves as allow until proxies exist; the new port is in force.
-    assert lab.udp(1, 3) and lab.tcp(1, 3, 8080) and lab.tcp_blocked(1, 3, 80)
+    # The new port is in force.
+    # A redirect without a proxy port (and of UDP) cannot be enforced: it drops.
+    assert not lab.udp(1, 3) and lab.tcp(1, 3, 8080) and lab.tcp_blocked(1, 3, 80)
     assert lab.tcp(2, 3, 80)
     # Other endpoints' entries are untouched.
     assert lab.call("policy_entries", lab.ep(1).datapath_info()) == []
