@@ -17,7 +17,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -57,6 +63,7 @@ class NullMetrics:
 
 class AgentMetrics(NullMetrics):
     def __init__(self, agent: Any) -> None:
+        disable_created_metrics()  # no *_created series: noise for every counter
         self.registry = CollectorRegistry()
         ProcessCollector(namespace=NS, registry=self.registry)
         r = self.registry
