@@ -48,7 +48,8 @@ struct drop_event {
 };
 
 BPF_PERF_OUTPUT(cpy_events);
-CPY_PINNED_MAP("percpu_array", __u32, struct metric_value, cpy_drops, DROP_REASON_MAX);
+/* Slot: reason + dir * DROP_REASON_MAX (drops by direction and reason). */
+CPY_PINNED_MAP("percpu_array", __u32, struct metric_value, cpy_drops, 2 * DROP_REASON_MAX);
 
 /*
  * Count, report and return the verdict that drops the packet. @ep_id and
@@ -61,7 +62,7 @@ static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_inf
 				     __u32 src_identity, __u32 dst_identity)
 {
 	struct drop_event ev = {};
-	__u32 slot = reason;
+	__u32 slot = reason + (dir ? DROP_REASON_MAX : 0);
 	struct metric_value *m = cpy_drops.lookup(&slot);
 
 	if (m) {

@@ -624,14 +624,28 @@ class Datapath:
         return out
 
     def drop_counters(self) -> dict[str, int]:
-        """Dropped packets per reason label, every known reason included."""
-        with self._lock:
-            sums = self._percpu_sums(DROPS, DROP_REASON_MAX)
-        out = {r.label: sums.get(int(r), (0, 0))[0] for r in DropReason}
-        for slot, (packets, _) in sums.items():
-            if packets and slot not in DropReason._value2member_map_:
-                out[f"reason-{slot}"] = packets
+        """Dropped packets per reason label (both directions), every known reason."""
+        out: dict[str, int] = {r.label: 0 for r in DropReason}
+        for row in self.drop_counters_detail():
+            out[row["reason"]] = out.get(row["reason"], 0) + row["packets"]
         return out
+
+    def drop_counters_detail(self) -> list[dict[str, Any]]:
+        """Packets and bytes dropped per direction and reason (the map's slots are
+        reason + direction * DROP_REASON_MAX, bpf/lib/drop.h)."""
+        with self._lock:
+            sums = self._percpu_sums(DROPS, 2 * DROP_REASON_MAX)
+        rows = []
+        for d, direction in ((0, "egress"), (1, "ingress")):
+            for slot in range(DROP_REASON_MAX):
+                packets, nbytes = sums.get(slot + d * DROP_REASON_MAX, (0, 0))
+                known = slot in DropReason._value2member_map_
+                if not known and not packets:
+                    continue
+                label = DropReason(slot).label if known else f"reason-{slot}"
+                rows.append({"direction": direction, "reason": label, "packets": packets,
+                             "bytes": nbytes})
+        return rows
 
     def metrics(self) -> dict[str, dict[str, int]]:
         """Forwarding counters: packets/bytes per path (see bpf/lib/metrics.h)."""

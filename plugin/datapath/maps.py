@@ -349,7 +349,7 @@ def map_specs(
         MapSpec(METRICS, bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, MetricValue,
                 METRIC_MAX),
         MapSpec(DROPS, bpfsys.BPF_MAP_TYPE_PERCPU_ARRAY, ctypes.c_uint32, MetricValue,
-                DROP_REASON_MAX),
+                2 * DROP_REASON_MAX),
         MapSpec(TUNNEL, bpfsys.BPF_MAP_TYPE_LPM_TRIE, IpcacheKey, TunnelValue, TUNNEL_MAP_SIZE,
                 bpfsys.BPF_F_NO_PREALLOC),
         MapSpec(NODE, bpfsys.BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, NodeConfig, 1),
