@@ -162,7 +162,7 @@ test_deps() {
     deps
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
         docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins \
-        etcd-server openssl curl wrk nghttp2-client
+        etcd-server openssl curl wrk nghttp2-client kcat
     make_venv "[test]" 1
 }
 

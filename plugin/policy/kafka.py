@@ -47,7 +47,12 @@ API_NAMES: dict[int, str] = dict(
             "DescribeTransactions", "ListTransactions", "AllocateProducerIds",
             "ConsumerGroupHeartbeat", "ConsumerGroupDescribe", "ControllerRegistration",
             "GetTelemetrySubscriptions", "PushTelemetry", "AssignReplicasToDirs",
-            "ListConfigResources", "DescribeTopicPartitions",
+            "ListConfigResources", "DescribeTopicPartitions", "ShareGroupHeartbeat",
+            "ShareGroupDescribe", "ShareFetch", "ShareAcknowledge", "AddRaftVoter",
+            "RemoveRaftVoter", "UpdateRaftVoter", "InitializeShareGroupState",
+            "ReadShareGroupState", "WriteShareGroupState", "DeleteShareGroupState",
+            "ReadShareGroupStateSummary", "StreamsGroupHeartbeat", "StreamsGroupDescribe",
+            "DescribeShareGroupOffsets", "AlterShareGroupOffsets", "DeleteShareGroupOffsets",
         )
     )
 )  # fmt: skip
