@@ -19,6 +19,7 @@ from ..errors import CiliumPyError
 from ..logs import get_logger
 from .agent_api import AgentAPI
 from .ipam import IpamDriver
+from .isolation import Isolator
 from .network import NetworkDriver
 from .ports import Publisher
 from .protocol import PLUGIN_CONTENT_TYPE, decode_body, error_reply
@@ -79,9 +80,10 @@ def _failure(exc: Exception) -> Response:
     return _reply({"Err": f"internal error in the cilium-py driver: {type(exc).__name__}"}, 500)
 
 
-def create_app(agent: AgentAPI, state: DriverState, ports: Publisher) -> Flask:
+def create_app(agent: AgentAPI, state: DriverState, ports: Publisher,
+               isolation: Isolator) -> Flask:
     app = Flask("cilium_py.docker")
-    table = method_table(NetworkDriver(agent, state, ports), IpamDriver(agent, state))
+    table = method_table(NetworkDriver(agent, state, ports, isolation), IpamDriver(agent, state))
     app.config["METHODS"] = table
 
     def dispatch(path: str) -> Response:

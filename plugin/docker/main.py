@@ -18,6 +18,7 @@ from ..config import DEFAULT_SOCKET
 from ..errors import CiliumPyError
 from ..logs import get_logger, setup_logging
 from .agent_api import HTTPAgentAPI
+from .isolation import Isolation
 from .ports import Chains, IptablesPublisher, instance_of
 from .server import DEFAULT_PLUGIN_SOCKET, PluginServer, prepare_plugin_socket
 from .state import DriverState
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dockerd's API, for --watch-labels (default: %(default)s)")
     parser.add_argument("--remove-port-chains", action="store_true",
                         help="remove this instance's iptables chains (those of the driver "
-                             "named by --plugin-socket; only when none of its ports is "
-                             "published) and exit; for uninstalling")
+                             "named by --plugin-socket; only when none of its rules is in "
+                             "use) and exit; for uninstalling")
     parser.add_argument("--threads", type=int, default=8, help="request threads")
     parser.add_argument("--log-format", choices=("json", "console"), default="json")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -74,8 +75,9 @@ def _serving(path: str) -> bool:
             return False
 
 
-def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher) -> None:
-    """Forget endpoints the agent no longer has and remove their port rules.
+def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher,
+              isolation: Isolation) -> None:
+    """Forget endpoints the agent no longer has and remove their port and isolation rules.
 
     Only this instance's rules are looked at (:class:`.ports.Chains`): another plugin on
     the host, with another agent, keeps its ports. Best effort: with the agent down it
@@ -88,12 +90,14 @@ def reconcile(agent: HTTPAgentAPI, state: DriverState, ports: IptablesPublisher)
                     extra={"fields": {"error": exc.message}})
         return
     stale = {eid for eid in state.snapshot()["endpoints"] if eid not in live}
-    try:
-        stale |= {eid for eid in ports.endpoints_with_rules() if eid not in live}
-    except CiliumPyError as exc:
-        log.warning("cannot list port rules", extra={"fields": {"error": exc.message}})
+    for rules in (ports, isolation):
+        try:
+            stale |= {eid for eid in rules.endpoints_with_rules() if eid not in live}
+        except CiliumPyError as exc:
+            log.warning("cannot list rules", extra={"fields": {"error": exc.message}})
     for eid in stale:
         ports.revoke(eid)
+        isolation.release(eid)
     if stale:
         with state.edit() as doc:
             for eid in stale:
@@ -106,6 +110,11 @@ def publisher_for(plugin_socket: str) -> IptablesPublisher:
     return IptablesPublisher(chains=Chains(instance_of(plugin_socket)))
 
 
+def isolation_for(plugin_socket: str) -> Isolation:
+    """The internal-network rules of the instance serving ``plugin_socket``."""
+    return Isolation(chains=Chains(instance_of(plugin_socket)))
+
+
 def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """Runs in the gunicorn worker, which owns the state and serves the calls."""
     from .app import create_app
@@ -114,7 +123,8 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     agent = HTTPAgentAPI(args.agent_socket)
     state = DriverState(args.state_file)
     ports = publisher_for(args.plugin_socket)
-    reconcile(agent, state, ports)
+    isolation = isolation_for(args.plugin_socket)
+    reconcile(agent, state, ports, isolation)
     if args.watch_labels:
         from .labels import DockerLabelWatcher
 
@@ -123,18 +133,19 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         build_app.watcher = watcher  # type: ignore[attr-defined]
     log.info("docker driver ready", extra={"fields": {
         "plugin_socket": args.plugin_socket, "agent_socket": args.agent_socket,
-        "port_chains": [ports.chains.nat, ports.chains.fwd]}})
-    return create_app(agent, state, ports)
+        "port_chains": [ports.chains.nat, ports.chains.fwd, ports.chains.internal]}})
+    return create_app(agent, state, ports, isolation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_format, args.log_level)
     if args.remove_port_chains:
-        if publisher_for(args.plugin_socket).remove_chains():
+        if (publisher_for(args.plugin_socket).remove_chains()
+                and isolation_for(args.plugin_socket).remove_chains()):
             return 0
-        print("cilium-py-docker: ports are still published; remove those containers first",
-              file=sys.stderr)
+        print("cilium-py-docker: ports are still published or containers on internal "
+              "networks remain; remove those containers first", file=sys.stderr)
         return 1
     if _serving(args.plugin_socket):
         print(f"cilium-py-docker: cannot start: another process serves {args.plugin_socket}",

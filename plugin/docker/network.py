@@ -24,11 +24,13 @@ from ..errors import CiliumPyError, InvalidInput, NotFound
 from ..logs import get_logger
 from .agent_api import AgentAPI
 from .ipam import host_cidr
+from .isolation import Isolator
 from .ports import Binding, Publisher, requests_from
 from .protocol import (
     OPT_ENABLE_IPV6,
     OPT_EXPOSED_PORTS,
     OPT_GENERIC,
+    OPT_INTERNAL,
     OPT_PORTMAP,
     ROUTE_CONNECTED,
     ROUTE_NEXTHOP,
@@ -67,10 +69,12 @@ def _pools_of(data: Any) -> list[dict[str, Any]]:
 
 
 class NetworkDriver:
-    def __init__(self, agent: AgentAPI, state: DriverState, ports: Publisher) -> None:
+    def __init__(self, agent: AgentAPI, state: DriverState, ports: Publisher,
+                 isolation: Isolator) -> None:
         self.agent = agent
         self.state = state
         self.ports = ports
+        self.isolation = isolation
 
     # -- handshake -------------------------------------------------------------------
 
@@ -118,6 +122,8 @@ class NetworkDriver:
             "ipv4": [d.get("Pool") for d in v4],
             "ipv6": [d.get("Pool") for d in v6],
             "enable-ipv6": enable_v6,
+            # --internal: no default route, nothing forwarded past the pools (isolation.py)
+            "internal": options.get(OPT_INTERNAL) is True,
             "generic": options.get(OPT_GENERIC) or {},
         }
         with self.state.edit() as doc:
@@ -175,6 +181,7 @@ class NetworkDriver:
         }
         ep_id = agent_endpoint_id(eid)
         ep = self.agent.put_endpoint(ep_id, request)
+        isolated = False
         try:
             reply = self._interface_reply(nid, iface, ep)
             if not ep.get("container-interface"):
@@ -182,10 +189,20 @@ class NetworkDriver:
                     "the agent did not return a container-interface for a docker endpoint; "
                     "it is too old for this plugin")
             ipv4, ipv6 = self._docker_addresses(nid, iface, ep)
+            net = self.state.network(nid) or {}
+            internal = bool(net.get("internal"))
+            if internal:
+                # Before the container exists, so its first packet is already held in.
+                self.isolation.isolate(eid, [
+                    (family, address, pool)
+                    for family, address, key in ((4, ipv4, "ipv4"), (6, ipv6, "ipv6"))
+                    if address for pool in net.get(key) or [] if pool])
+                isolated = True
             with self.state.edit() as doc:
                 doc["endpoints"][eid] = {
                     "network": nid,
                     "agent-id": ep_id,
+                    "internal": internal,
                     "ipv4": ipv4,
                     "ipv6": ipv6,
                     "ports": [],
@@ -199,6 +216,8 @@ class NetworkDriver:
                 }
         except BaseException:
             self._forget_agent_endpoint(ep_id)
+            if isolated:
+                self._release_isolation(eid, None)
             raise
         log.info("endpoint created", extra={"fields": {
             "endpoint": eid, "network": nid, "identity": ep.get("identity"),
@@ -262,10 +281,21 @@ class NetworkDriver:
             if entry is not None:
                 entry["published"] = False
 
+    def _release_isolation(self, eid: str, record: dict[str, Any] | None) -> None:
+        """Remove an internal endpoint's isolation rules; without a record, look anyway."""
+        if record is not None and not record.get("internal"):
+            return
+        try:
+            self.isolation.release(eid)
+        except CiliumPyError as exc:
+            log.warning("removing isolation rules failed", extra={"fields": {
+                "endpoint": eid, "error": exc.message}})
+
     def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
         require_str(body, "NetworkID")
         eid = require_str(body, "EndpointID")
         self._revoke_ports(eid)
+        self._release_isolation(eid, self.state.endpoint(eid))
         self.agent.delete_endpoint(agent_endpoint_id(eid))  # 404 counts as done
         with self.state.edit() as doc:
             doc["endpoints"].pop(eid, None)
@@ -317,6 +347,8 @@ class NetworkDriver:
             "StaticRoutes": static_routes(ep.get("routes") or [], gateway, families, pools),
             "DisableGatewayService": True,
         }
+        if net.get("internal"):
+            return reply  # no default route out of an internal network
         if 4 in families and gateway.get("ipv4"):
             reply["Gateway"] = _plain(gateway["ipv4"])
         if 6 in families and gateway.get("ipv6"):

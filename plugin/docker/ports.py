@@ -40,6 +40,7 @@ log = get_logger("docker.ports")
 
 NAT_CHAIN = "CILIUM_PY_DOCKER_DNAT"
 FWD_CHAIN = "CILIUM_PY_DOCKER_FWD"
+INTERNAL_CHAIN = "CILIUM_PY_DOCKER_INT"
 COMMENT_PREFIX = "cilium-py-docker:"
 DEFAULT_INSTANCE = "cilium-py"
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 49153, 60999
@@ -71,6 +72,11 @@ class Chains:
     @property
     def fwd(self) -> str:
         return FWD_CHAIN + self._suffix
+
+    @property
+    def internal(self) -> str:
+        """mangle chain of the endpoints of --internal networks (:mod:`.isolation`)."""
+        return INTERNAL_CHAIN + self._suffix
 
     @property
     def comment_prefix(self) -> str:
@@ -161,6 +167,27 @@ class Publisher(Protocol):
 
 
 Runner = Callable[[Sequence[str]], str]
+
+
+def tagged_rules(saved: str, tag: str) -> list[list[str]]:
+    """The rules of ``iptables -S CHAIN`` output whose comment is ``tag``, as the words
+    after ``-A CHAIN`` (what ``-D CHAIN`` takes)."""
+    out = []
+    for line in saved.splitlines():
+        words = line.split()
+        if words[:1] == ["-A"] and tag in (w.strip('"') for w in words):
+            out.append([w.strip('"') for w in words[2:]])
+    return out
+
+
+def tags_in(saved: str, prefix: str) -> set[str]:
+    """What follows ``prefix`` in the rule comments of ``iptables -S`` output."""
+    found = set()
+    for word in saved.split():
+        word = word.strip('"')
+        if word.startswith(prefix):
+            found.add(word[len(prefix):])
+    return found
 
 
 def run_command(argv: Sequence[str]) -> str:
@@ -373,13 +400,7 @@ class IptablesPublisher:
             text = self._ipt(family, "-t", table, "-S", chain)
         except Unavailable:
             return []
-        tag = self.chains.comment_prefix + eid
-        out = []
-        for line in text.splitlines():
-            words = line.split()
-            if words[:1] == ["-A"] and tag in (w.strip('"') for w in words):
-                out.append([w.strip('"') for w in words[2:]])
-        return out
+        return tagged_rules(text, self.chains.comment_prefix + eid)
 
     def _revoke_locked(self, eid: str) -> None:
         for family in (4, 6):
@@ -421,16 +442,12 @@ class IptablesPublisher:
     def endpoints_with_rules(self) -> set[str]:
         """Endpoint ids that have rules (used to sweep rules of endpoints that are gone)."""
         found: set[str] = set()
-        prefix = self.chains.comment_prefix
         for family in (4, 6):
             try:
                 text = self._ipt(family, "-t", "nat", "-S", self.chains.nat)
             except Unavailable:
                 continue
-            for word in text.split():
-                word = word.strip('"')
-                if word.startswith(prefix):
-                    found.add(word[len(prefix):])
+            found |= tags_in(text, self.chains.comment_prefix)
         return found
 
 

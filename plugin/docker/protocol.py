@@ -23,6 +23,7 @@ PLUGIN_CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 # Option keys dockerd puts in request bodies.
 OPT_GENERIC = "com.docker.network.generic"
 OPT_ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+OPT_INTERNAL = "com.docker.network.internal"
 OPT_PORTMAP = "com.docker.network.portmap"
 OPT_EXPOSED_PORTS = "com.docker.network.endpoint.exposedports"
 OPT_REQUEST_ADDRESS_TYPE = "RequestAddressType"

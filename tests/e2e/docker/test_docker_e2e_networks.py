@@ -94,3 +94,19 @@ def test_fixed_ip_and_its_release(env):
     assert env.api().get("/v1/ipam")["allocations"].get("10.201.7.7")
     docker("rm", "-f", ctr)
     assert "10.201.7.7" not in env.api().get("/v1/ipam")["allocations"]
+
+
+def test_an_internal_network_keeps_its_containers_in(env, outside):
+    """Issue 11 item 7: --internal reaches the pool (and the host), nothing beyond, even
+    for a container that gives itself a default route."""
+    ns, _ = outside
+    net = env.network("int", "--internal")
+    web = env.web(net, {"app": "web"})
+    inner = env.run(net, "--cap-add", "NET_ADMIN")
+    ip, _ = env.addresses(web, net)
+    assert "hello from cilium-py" in env.http(inner, ip)
+    assert "default" not in env.exec(inner, "ip", "route").stdout
+    env.exec(inner, "ip", "route", "add", "default", "via", "10.201.0.1")
+    assert not env.ping(inner, "198.51.100.2", count=1)
+    control = env.run(env.network("v4"))
+    assert env.ping(control, "198.51.100.2", count=1)

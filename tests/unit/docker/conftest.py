@@ -15,7 +15,7 @@ import pytest
 from cilium_py.docker.app import create_app
 from cilium_py.docker.state import DriverState
 
-from .fakes import FakeAgent, FakePublisher
+from .fakes import FakeAgent, FakeIsolation, FakePublisher
 
 NID = "743bcb4bfae32facd70f399a06c3727eb2a8fdcafb07a7a20e3acb850e4d165c"
 EID = "2d8dd9f68516464284b634a7e753619aae014aa71ef5483b71621cb165210410"
@@ -71,13 +71,19 @@ def ports() -> FakePublisher:
 
 
 @pytest.fixture
+def isolation() -> FakeIsolation:
+    return FakeIsolation()
+
+
+@pytest.fixture
 def state(tmp_path) -> DriverState:
     return DriverState(str(tmp_path / "driver.json"))
 
 
 @pytest.fixture
-def client(agent: FakeAgent, state: DriverState, ports: FakePublisher):
-    return create_app(agent, state, ports).test_client()
+def client(agent: FakeAgent, state: DriverState, ports: FakePublisher,
+           isolation: FakeIsolation):
+    return create_app(agent, state, ports, isolation).test_client()
 
 
 class Caller:

@@ -8,7 +8,7 @@ agent contract without a socket.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,3 +177,16 @@ class FakePublisher:
     def revoke(self, eid: str) -> None:
         self.revoked.append(eid)
         self.published.pop(eid, None)
+
+
+@dataclass
+class FakeIsolation:
+    isolated: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)
+
+    def isolate(self, eid: str, addresses: Iterable[tuple[int, str, str]]) -> None:
+        self.isolated[eid] = list(addresses)
+
+    def release(self, eid: str) -> None:
+        self.released.append(eid)
+        self.isolated.pop(eid, None)

@@ -35,7 +35,7 @@ def _endpoint_body(address: str = "", address6: str = "", mac: str = "") -> str:
 def test_create_network_records_pools(dockerd, state):
     assert dockerd.ok("NetworkDriver.CreateNetwork", CREATE_NETWORK_V4) == {}
     assert state.network(NID) == {"ipv4": ["10.201.0.0/16"], "ipv6": [], "enable-ipv6": False,
-                                  "generic": {}}
+                                  "internal": False, "generic": {}}
 
 
 def test_create_v6_network(dockerd, state):
@@ -335,3 +335,41 @@ def test_v4_network_publishes_only_ipv4(dockerd, ports, state, network):
     assert state.endpoint(EID)["ipv6"] is None
     dockerd.ok("NetworkDriver.ProgramExternalConnectivity", PROGRAM_EXTERNAL)
     assert state.endpoint(EID)["ipv6"] is None
+
+
+# -- internal networks (issue 11 item 7) ----------------------------------------------
+
+CREATE_NETWORK_INTERNAL = CREATE_NETWORK_V4.replace(
+    '"com.docker.network.generic":{}}', '"com.docker.network.generic":{},'
+    '"com.docker.network.internal":true}')
+
+
+def test_an_internal_network_gets_no_gateway_but_its_pool_route(dockerd, isolation):
+    dockerd.ok("NetworkDriver.CreateNetwork", CREATE_NETWORK_INTERNAL)
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    assert isolation.isolated == {EID: [(4, "10.201.0.2", "10.201.0.0/16")]}
+    doc = dockerd.ok("NetworkDriver.Join", JOIN)
+    assert "Gateway" not in doc and "GatewayIPv6" not in doc
+    assert {"Destination": "10.201.0.0/16", "RouteType": 0,
+            "NextHop": "10.201.0.1"} in doc["StaticRoutes"]
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert isolation.released == [EID] and isolation.isolated == {}
+
+
+def test_endpoints_of_other_networks_are_not_isolated(dockerd, isolation, network):
+    dockerd.ok("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    dockerd.ok("NetworkDriver.DeleteEndpoint", NET_EP)
+    assert isolation.isolated == {} and isolation.released == []
+
+
+def test_a_failed_isolation_leaves_no_endpoint(dockerd, agent, isolation, monkeypatch):
+    from cilium_py.errors import Unavailable
+
+    dockerd.ok("NetworkDriver.CreateNetwork", CREATE_NETWORK_INTERNAL)
+
+    def broken(eid, addresses):
+        raise Unavailable("iptables -t mangle -N CILIUM_PY_DOCKER_INT failed: no mangle")
+
+    monkeypatch.setattr(isolation, "isolate", broken)
+    assert "no mangle" in dockerd.err("NetworkDriver.CreateEndpoint", CREATE_ENDPOINT_V4)
+    assert agent.endpoints == {}
