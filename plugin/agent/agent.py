@@ -79,6 +79,9 @@ class Agent:
             AgentMetrics(self) if config.prometheus_serve_addr else NullMetrics())
         self._metrics_server: Any = None
         self.events = EventHub()
+        self._endpoint_addresses: dict[str, str] = {}
+        self.identities.on_allocate = lambda number, labels: self._agent_event(
+            "identity-allocated", identity=number, labels=labels)
         self.proxies = ProxyManager(
             self.store, config.state_dir, pools=(config.ipv4_pool, config.ipv6_pool),
             publish=self.events.publish, envoy=None if config.l7_proxy else False)
@@ -96,6 +99,9 @@ class Agent:
         A new identity can change what every rule selects, so all endpoints are
         regenerated then; otherwise only the endpoint itself and the address map.
         """
+        self._index_addresses()
+        self._agent_event({"labels": "endpoint-labels-changed"}.get(event, f"endpoint-{event}"),
+                          endpoint=ep.id, identity=ep.identity, labels=list(ep.labels))
         if not self.node_started:
             return
         if event == "deleted":
@@ -114,10 +120,25 @@ class Agent:
         self.policy.regenerate(ep)
 
     def _on_drop(self, event: dict[str, Any]) -> None:
+        """Datapath events (drops, traces, verdicts) named by endpoint, then fanned out."""
         ep = self.endpoints.by_ifindex(event.get("ifindex", 0))
         if ep is not None:
             event["endpoint"] = ep.id
+        by_addr = self._endpoint_addresses
+        for side, key in (("source", "src"), ("destination", "dst")):
+            name = by_addr.get(event.get(key) or "")
+            if name is not None:
+                event[f"{side}-endpoint"] = name
         self.events.publish(event)
+
+    def _agent_event(self, message: str, **fields: Any) -> None:
+        """Lifecycle events for ``cilium-py monitor --type agent``."""
+        self.events.publish({"type": "agent", "message": message, **fields})
+
+    def _index_addresses(self) -> None:
+        self._endpoint_addresses = {
+            addr: ep.id for ep in self.endpoints.list()
+            for addr in ep.addressing.values() if addr}
 
     def start_node(self) -> None:
         """Take over the node: router device, masquerade, datapath, restored endpoints.
@@ -157,6 +178,7 @@ class Agent:
             )
             self.endpoints.mtu = self.cluster.endpoint_mtu
         summary = self.endpoints.restore()
+        self._index_addresses()
         if self.datapath is not None:
             keep = {ep.ifindex for ep in self.endpoints.list()}
             summary["map-entries-removed"] = self.datapath.flush_orphans(keep)

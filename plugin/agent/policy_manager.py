@@ -122,6 +122,8 @@ class PolicyManager:
         started = time.perf_counter()
         revision = self._import_rules(document)
         self.agent.metrics.policy_import(time.perf_counter() - started)
+        self.agent.events.publish({"type": "agent", "message": "policy-imported",
+                                   "revision": revision, "rules": len(self.repo)})
         return revision
 
     def _import_rules(self, document: Any) -> int:
@@ -168,6 +170,8 @@ class PolicyManager:
                 raise NotFound("no policy rule has these labels", {"labels": ",".join(labels)})
             self._persist()
             self._sync_cidr_identities()
+        self.agent.events.publish({"type": "agent", "message": "policy-deleted",
+                                   "revision": result.revision, "deleted": result.deleted})
         self.regenerate_all()
         return result.deleted, result.revision
 
@@ -305,9 +309,17 @@ class PolicyManager:
         try:
             self._regenerate(ep)
         except Exception:
-            self.agent.metrics.regeneration(time.perf_counter() - started, ok=False)
+            self._regenerated(ep, started, ok=False)
             raise
-        self.agent.metrics.regeneration(time.perf_counter() - started, ok=True)
+        self._regenerated(ep, started, ok=True)
+
+    def _regenerated(self, ep: Any, started: float, ok: bool) -> None:
+        """Metrics and the monitor's agent event of one regeneration."""
+        self.agent.metrics.regeneration(time.perf_counter() - started, ok=ok)
+        self.agent.events.publish({
+            "type": "agent", "message": "endpoint-regenerated" if ok else
+            "endpoint-regeneration-failed", "endpoint": ep.id, "identity": ep.identity,
+            "revision": getattr(ep, "policy_revision", None)})
 
     def _regenerate(self, ep: Any) -> None:
         resolved = self.resolve(ep)
@@ -343,10 +355,10 @@ class PolicyManager:
                     if ep.id in self.resolved:
                         self._write(ep, self.resolved[ep.id], previous.get(ep.id))
                 except Exception:  # noqa: BLE001 - one endpoint must not block others
-                    self.agent.metrics.regeneration(time.perf_counter() - begun, ok=False)
+                    self._regenerated(ep, begun, ok=False)
                     log.exception("policy regeneration failed", extra={"fields": {"id": ep.id}})
                 else:
-                    self.agent.metrics.regeneration(time.perf_counter() - begun, ok=True)
+                    self._regenerated(ep, begun, ok=True)
             with self._changed:
                 self._changed.notify_all()
             log.info("policy regenerated", extra={"fields": {

@@ -7,11 +7,12 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
+from ..agent.monitor import Filter
 from ..errors import InvalidInput
 
 bp = Blueprint("monitor", __name__)
 
-EVENT_TYPES = {"drop", "trace", "policy-verdict", "l7"}
+EVENT_TYPES = {"drop", "trace", "policy-verdict", "l7", "agent"}
 
 
 @bp.get("/v1/monitor")
@@ -23,12 +24,21 @@ def monitor() -> Any:
             f"unknown event type {sorted(unknown)[0]!r}: use {', '.join(sorted(EVENT_TYPES))}",
             {"type": ",".join(sorted(unknown))},
         )
-    endpoint = request.args.get("from") or None
-    sub = current_app.config["AGENT"].events.subscribe(types, endpoint)
+    identity = request.args.get("identity") or None
+    if identity is not None and not (identity.isdigit() and 0 < int(identity) < 2**32):
+        raise InvalidInput(f"invalid identity {identity!r}: a positive number",
+                           {"identity": identity})
+    flt = Filter(
+        types=frozenset(types),
+        from_endpoint=request.args.get("from") or None,
+        to_endpoint=request.args.get("to") or None,
+        related_to=request.args.get("related-to") or None,
+        identity=int(identity) if identity else None,
+    )
+    sub = current_app.config["AGENT"].events.subscribe(flt=flt)
 
     def generate() -> Any:
-        yield json.dumps({"type": "hello", "filters": {"type": sorted(types),
-                                                        "from": endpoint}}) + "\n"
+        yield json.dumps({"type": "hello", "filters": flt.to_dict()}) + "\n"
         for event in sub.events():
             # A heartbeat line lets the server notice a closed client connection.
             yield (json.dumps(event, default=str) if event is not None else "") + "\n"

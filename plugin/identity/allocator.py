@@ -51,6 +51,8 @@ class IdentityAllocator:
         self.node = node
         self.lease = lease
         self._held: set[tuple[int, str]] = set()
+        # Told of every number this allocator creates (the monitor's agent events).
+        self.on_allocate: Callable[[int, str], None] | None = None
         # The last identities read from the store: what the node knows when a cluster
         # store is away (an endpoint with known labels still comes up, policy resolves).
         self._known: dict[int, LabelSet] = {}
@@ -138,6 +140,8 @@ class IdentityAllocator:
             if self.store.create(self._labels_key(labels), str(number).encode()):
                 fields = {"id": number, "labels": canonical}
                 log.info("identity allocated", extra={"fields": fields})
+                if self.on_allocate is not None:
+                    self.on_allocate(number, canonical)
                 return number
             # Another allocator won the labels key: give our number back and use theirs.
             claim = self.store.get(self._id_key(number))

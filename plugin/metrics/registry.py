@@ -20,7 +20,6 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -57,7 +56,6 @@ class NullMetrics:
     def api_request(self, route: str, method: str, status: int, seconds: float) -> None: ...
     def conntrack_gc(self, deleted: int) -> None: ...
     def proxy_request(self, protocol: str, verdict: str) -> None: ...
-    def proxy_state(self, name: str, up: bool, restarted: bool = False) -> None: ...
     def health_probe(self, target: str, kind: str, ok: bool, seconds: float | None) -> None: ...
 
 
@@ -88,11 +86,6 @@ class AgentMetrics(NullMetrics):
                                       registry=r)
         self._proxy = Counter(f"{NS}_proxy_requests", "L7 requests seen by the proxies",
                               ["protocol", "verdict"], registry=r)
-        self._proxy_up = Gauge(f"{NS}_proxy_up", "1 when the proxy runs", ["proxy"],
-                               registry=r)
-        self._proxy_restarts = Counter(f"{NS}_proxy_restarts",
-                                       "Proxy processes restarted by the agent", ["proxy"],
-                                       registry=r)
         self._probe = Counter(f"{NS}_health_probes", "Connectivity probes by result",
                               ["target", "kind", "result"], registry=r)
         self._probe_time = Histogram(f"{NS}_health_probe_seconds", "Connectivity probe latency",
@@ -119,11 +112,6 @@ class AgentMetrics(NullMetrics):
     def proxy_request(self, protocol: str, verdict: str) -> None:
         self._proxy.labels(protocol, verdict).inc()
 
-    def proxy_state(self, name: str, up: bool, restarted: bool = False) -> None:
-        self._proxy_up.labels(name).set(1 if up else 0)
-        if restarted:
-            self._proxy_restarts.labels(name).inc()
-
     def health_probe(self, target: str, kind: str, ok: bool, seconds: float | None) -> None:
         self._probe.labels(target, kind, "ok" if ok else "failed").inc()
         if ok and seconds is not None:
@@ -145,6 +133,9 @@ class StateCollector(Collector):
                 yield from self._datapath(agent.datapath)
             if getattr(agent, "cluster", None) is not None:
                 yield from self._cluster(agent.cluster)
+            proxies = getattr(agent, "proxies", None)
+            if proxies is not None and hasattr(proxies, "stats"):
+                yield from self._proxies(proxies.stats())
             services = getattr(agent, "services", None)
             if services is not None and hasattr(services, "metrics"):
                 yield from services.metrics()
@@ -210,6 +201,18 @@ class StateCollector(Collector):
         for fam, n in counts.items():
             ct.add_metric([fam], n)
         yield ct
+
+    @staticmethod
+    def _proxies(stats: list[dict[str, Any]]) -> Iterator[Any]:
+        up = GaugeMetricFamily(f"{NS}_proxy_up", "1 while the proxy runs", labels=["proxy"])
+        restarts = CounterMetricFamily(f"{NS}_proxy_restarts",
+                                       "Proxy processes restarted by the agent",
+                                       labels=["proxy"])
+        for row in stats:
+            up.add_metric([row["name"]], 1 if row["up"] else 0)
+            restarts.add_metric([row["name"]], row["restarts"])
+        yield up
+        yield restarts
 
     @staticmethod
     def _cluster(cluster: Any) -> Iterator[Any]:

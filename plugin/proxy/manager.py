@@ -156,6 +156,18 @@ class ProxyManager:
                 "message": "; ".join(f"{n}: {s['message']}" for n, s in states.items()),
                 "details": {"ports": self.ports.all(), "redirects": len(self._redirects)}}
 
+    def stats(self) -> list[dict[str, Any]]:
+        """Each proxy the agent started: running, and how often it was restarted."""
+        out = []
+        for proxy in self._unique_proxies():
+            if id(proxy) not in self.started:
+                continue
+            supervisor = getattr(proxy, "supervisor", None)
+            out.append({"name": type(proxy).__name__.lower().removesuffix("proxy") or "proxy",
+                        "up": bool(getattr(proxy, "running", True)),
+                        "restarts": int(getattr(supervisor, "restarts", 0))})
+        return out
+
     def stop(self) -> None:
         for proxy in self._unique_proxies():
             try:
