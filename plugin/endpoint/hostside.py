@@ -5,7 +5,8 @@ Docker's remote-driver protocol hands dockerd an interface *in the host namespac
 here the agent only makes the veth pair, keeps the host end's side (routes, permanent
 neighbours, BPF) and leaves the peer under a temporary name. Since dockerd cannot add
 the permanent gateway neighbour that CNI endpoints get, the host end answers for the
-router addresses instead: proxy ARP for IPv4 and a proxy NDP entry for IPv6.
+router addresses instead: proxy ARP for IPv4 and a proxy NDP entry for IPv6, answered
+without the kernel's default proxy delay.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def create_docker_link(
             extra: list[tuple[str, Any]] = []
             if ipv6 is not None and gw6 is not None:
                 write_sysctl(f"/proc/sys/net/ipv6/conf/{host_name}/proxy_ndp", "1")
+                # The kernel answers a proxied solicitation after a random delay of up
+                # to proxy_delay (0.8 s by default), which the container's first IPv6
+                # packet would wait out: answer at once. (Proxy ARP needs nothing: the
+                # router's IPv4 address is local, and local addresses are answered at
+                # once.)
+                write_sysctl(f"/proc/sys/net/ipv6/neigh/{host_name}/proxy_delay", "0")
                 extra.append((f"NDP proxy for {gw6}", nlbatch.proxy_neighbour(
                     index, ipaddress.ip_address(gw6).compressed)))
             configure_host_side(sock, info, ipv4, ipv6, extra)

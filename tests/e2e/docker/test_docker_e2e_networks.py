@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from docker_e2e import INIT_IDENTITY, POOL4, POOL6, docker
 
@@ -110,3 +112,21 @@ def test_an_internal_network_keeps_its_containers_in(env, outside):
     assert not env.ping(inner, "198.51.100.2", count=1)
     control = env.run(env.network("v4"))
     assert env.ping(control, "198.51.100.2", count=1)
+
+
+def test_the_first_ipv6_packet_of_a_new_container_goes_at_once(env):
+    """Issue 11 item 8: a Docker endpoint has no static neighbour entry for the gateway
+    (dockerd configures the interface), and the host's proxy NDP used to answer after
+    a random delay of up to 0.8 s. The first packet of a new container, then three
+    after flushing its neighbour cache, must each go within a few milliseconds. They go
+    to the gateway, the host: before its labels arrive a container has the init
+    identity, which may reach nothing else."""
+    net = env.network("v6", "--ipv6")
+    gateway = "fd10:201::1"
+    script = (f"ping -c1 -W3 {gateway}; for i in 1 2 3; do ip -6 neigh flush dev eth0; "
+              f"ping -c1 -W3 {gateway}; done")
+    out = docker("run", "--rm", "--name", env.name("first"), "--cap-add", "NET_ADMIN",
+                 "--network", net, env.image, "sh", "-c", script).stdout
+    rtts = [float(ms) for ms in re.findall(r"time=([\d.]+) ms", out)]
+    assert len(rtts) == 4, out
+    assert max(rtts) < 100, rtts
