@@ -206,6 +206,8 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 
 	ct = ct_lookup_egress(skb, pkt, dst != 0, now);
 	state = ct & CT_STATE_MASK;
+	if (state == CT_UNRELATED)
+		return drop_from(skb, pkt, DROP_ICMP_UNRELATED, cfg);
 	/* A redirected flow, or a reply to a connection the proxy opened. */
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);
@@ -343,6 +345,8 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 	__u32 now = ct_now();
 	int ct = ct_lookup_ingress(skb, pkt, now);
 
+	if (ct == CT_UNRELATED)
+		return drop_to(skb, pkt, DROP_ICMP_UNRELATED, cfg);
 	/* Redirected at ingress after the host stack routed it: no hairpin (yet). */
 	if (ct & CT_TO_PROXY)
 		return drop_to(skb, pkt, DROP_PROXY_UNAVAILABLE, cfg);
@@ -426,6 +430,9 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 				 dst->ifindex, 0, dst->identity);
 	now = ct_now();
 	ct = ct_lookup_ingress(skb, pkt, now);
+	if (ct == CT_UNRELATED)
+		return send_drop(skb, pkt, DROP_ICMP_UNRELATED, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, remote, dst->identity);
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);
 	if (ct == CT_NEW) {

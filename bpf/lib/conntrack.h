@@ -16,7 +16,9 @@
  *   CT_REPLY        {reverse(T), INGRESS} exists (S accepted it), or the
  *                   destination is local and {reverse(T), EGRESS} exists
  *                   with CT_F_LOCAL (the peer opened it by direct delivery),
- *   CT_RELATED      an ICMP error about a connection S accepted,
+ *   CT_RELATED      an ICMP error about a connection S accepted, sent back
+ *                   to its peer (see ct_related),
+ *   CT_UNRELATED    any other ICMP error: the caller drops it,
  *   CT_NEW          otherwise.
  *
  * Seen entering endpoint D from the host stack (to_container), or on direct
@@ -25,7 +27,12 @@
  *   CT_ESTABLISHED  {T, INGRESS} exists,
  *   CT_REPLY        {reverse(T), EGRESS} exists (D opened it),
  *   CT_RELATED      an ICMP error about a connection D opened,
+ *   CT_UNRELATED    any other ICMP error,
  *   CT_NEW          otherwise.
+ *
+ * An ICMP error is never looked up as a connection of its own (a forged
+ * error must not ride on, say, an ICMP timestamp exchange): it is related to
+ * the connection it quotes, or dropped.
  *
  * Direct delivery between two local endpoints keeps ONE entry, {T, EGRESS}
  * with CT_F_LOCAL: it stands for the sender's egress and the receiver's
@@ -59,6 +66,7 @@
 #define CT_ESTABLISHED 1
 #define CT_REPLY 2
 #define CT_RELATED 3
+#define CT_UNRELATED 4	/* an ICMP error that belongs to no connection of the endpoint */
 #define CT_STATE_MASK 0x0f
 /* Returned with the state: the entry also stands for the local peer's side. */
 #define CT_COVERS_PEER 0x10
@@ -297,11 +305,24 @@ static __always_inline int ct_inner_tuple(struct __sk_buff *skb, const struct pk
 	return ct_inner_ports(skb, off, t);
 }
 
+static __always_inline int ct_addr_eq(__u8 family, const __u8 *a, const __u8 *b)
+{
+	return family == CPY_AF_INET ? addr4_eq(a, b) : addr6_eq(a, b);
+}
+
 /*
  * An ICMP error is related when the packet it quotes belongs to a live
  * connection of the endpoint it travels to or from: one opened towards the
  * endpoint (@opened_dir CT_INGRESS, seen leaving it) or by it (CT_EGRESS,
  * seen entering it). @local_too: also accept a CT_F_LOCAL egress entry.
+ *
+ * And it must travel between the two ends of that connection: to the sender
+ * of the quoted packet (outer destination = inner source) and, leaving an
+ * endpoint, from the one the quoted packet was for (outer source = inner
+ * destination: an endpoint is no router, it only reports on packets it
+ * received). Otherwise one container could reset or throttle others' flows
+ * with errors quoting their tuples. Entering an endpoint, any router on the
+ * path may send the error, so its source is not checked.
  */
 static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_info *pkt,
 				      __u8 opened_dir, int local_too, __u32 now)
@@ -310,7 +331,11 @@ static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_in
 	struct ct_entry *e;
 
 	if (ct_inner_tuple(skb, pkt, &inner) < 0)
-		return CT_NEW;
+		return CT_UNRELATED;
+	if (!ct_addr_eq(pkt->family, inner.saddr, pkt->daddr))
+		return CT_UNRELATED;
+	if (opened_dir == CT_INGRESS && !ct_addr_eq(pkt->family, inner.daddr, pkt->saddr))
+		return CT_UNRELATED;
 	e = ct_find(&inner, 0, opened_dir);
 	if (!ct_live(e, now) && local_too) {
 		e = ct_find(&inner, 0, CT_EGRESS);
@@ -318,7 +343,7 @@ static __always_inline int ct_related(struct __sk_buff *skb, const struct pkt_in
 			e = 0;
 	}
 	if (!ct_live(e, now))
-		return CT_NEW;
+		return CT_UNRELATED;
 	ct_account(e, 1, pkt, skb->len, now);
 	return CT_RELATED;
 }
@@ -332,6 +357,8 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 {
 	struct ct_entry *e;
 
+	if (icmp_is_error(pkt))
+		return ct_related(skb, pkt, CT_INGRESS, dst_local, now);
 	e = ct_find(pkt, 0, CT_EGRESS);
 	if (ct_live(e, now)) {
 		if (ct_is_restart(e, pkt))
@@ -352,8 +379,6 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 		ct_account(e, 1, pkt, skb->len, now);
 		return CT_REPLY | ((e->flags & CT_F_FROM_PROXY) ? CT_TO_PROXY : 0);
 	}
-	if (icmp_is_error(pkt))
-		return ct_related(skb, pkt, CT_INGRESS, dst_local, now);
 	return CT_NEW;
 }
 
@@ -363,6 +388,8 @@ static __always_inline int ct_lookup_ingress(struct __sk_buff *skb, const struct
 {
 	struct ct_entry *e;
 
+	if (icmp_is_error(pkt))
+		return ct_related(skb, pkt, CT_EGRESS, 0, now);
 	e = ct_find(pkt, 0, CT_INGRESS);
 	if (ct_live(e, now)) {
 		if (ct_is_restart(e, pkt))
@@ -375,8 +402,6 @@ static __always_inline int ct_lookup_ingress(struct __sk_buff *skb, const struct
 		ct_account(e, 1, pkt, skb->len, now);
 		return CT_REPLY;
 	}
-	if (icmp_is_error(pkt))
-		return ct_related(skb, pkt, CT_EGRESS, 0, now);
 	return CT_NEW;
 }
 

@@ -23,6 +23,7 @@
 #define DROP_EXTHDR_CHAIN 10	/* more IPv6 extension headers than the walker follows */
 #define DROP_PROXY_UNAVAILABLE 11	/* redirect to an L7 proxy that does not listen */
 #define DROP_PROXY_UNSUPPORTED 12	/* redirect of something other than TCP */
+#define DROP_ICMP_UNRELATED 13	/* an ICMP error about no connection of its peers' */
 
 #define EVENT_DROP 1
 

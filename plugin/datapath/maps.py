@@ -271,6 +271,7 @@ class DropReason(enum.IntEnum):
     EXTENSION_HEADER_CHAIN_TOO_LONG = 10
     PROXY_UNAVAILABLE = 11
     PROXY_UNSUPPORTED = 12
+    ICMP_ERROR_UNRELATED = 13
 
     @property
     def label(self) -> str:

@@ -29,6 +29,7 @@ from cilium_py.policy import (
     Verdict,
 )
 from tests.support import netns as tn
+from tests.support.waiting import poll
 
 pytestmark = pytest.mark.kernel
 
@@ -265,6 +266,39 @@ def test_fragmented_udp_gets_its_flows_verdict(lab: Node, family: str) -> None:
     assert lab.worker(2).call(_reassembled, family) - reasm == 2
     ev = find_event(lab, reason_name="policy-denied", dst=dst, dport=5353)
     assert ev is not None and ev["protocol"] == 17
+
+
+@FAMILIES
+def test_icmp_errors_only_from_the_flows_peer(lab: Node, family: str) -> None:
+    """ep3 has a UDP flow with ep2. An error about it from ep2 (its peer) reaches ep3;
+    the same error forged by ep1 does not, with no policy anywhere to stop it."""
+    ep1, ep2, ep3 = (getattr(lab.ep(n), family) for n in (1, 2, 3))
+    before = lab.call("drop_counters").get("icmp-error-unrelated", 0)
+
+    sport = lab.worker(3).call(tn.udp_flow_start, ep2, 53)
+    lab.worker(1).call(tn.send_icmp_port_unreachable, ep3, ep3, ep2, sport, 53)
+    assert lab.worker(3).call(tn.udp_flow_check, ep2, 53) == "ok"
+    assert poll(lambda: lab.call("drop_counters")["icmp-error-unrelated"] - before == 1)
+    ev = find_event(lab, reason_name="icmp-error-unrelated", src=ep1, dst=ep3)
+    assert ev is not None and ev["direction"] == "from-container"
+
+    # From ep1 to ep3 about a flow ep1 is not in, also with ep1 as the inner destination.
+    sport = lab.worker(3).call(tn.udp_flow_start, ep2, 53)
+    lab.worker(1).call(tn.send_icmp_port_unreachable, ep3, ep3, ep1, sport, 53)
+    assert lab.worker(3).call(tn.udp_flow_check, ep2, 53) == "ok"
+    assert poll(lambda: lab.call("drop_counters")["icmp-error-unrelated"] - before == 2)
+
+    # The peer's own error is related and kills the flow, as it should.
+    sport = lab.worker(3).call(tn.udp_flow_start, ep2, 53)
+    lab.worker(2).call(tn.send_icmp_port_unreachable, ep3, ep3, ep2, sport, 53)
+    assert lab.worker(3).call(tn.udp_flow_check, ep2, 53) == "refused"
+    # And an error from the outside about it (any router may send one) too.
+    sport = lab.worker(3).call(tn.udp_flow_start, ep2, 53)
+    lab.outside.call(tn.send_icmp_port_unreachable, ep3, ep3, ep2, sport, 53)
+    assert lab.worker(3).call(tn.udp_flow_check, ep2, 53) == "refused"
+    # An error about nothing at all, from the outside: dropped.
+    lab.outside.call(tn.send_icmp_port_unreachable, ep3, ep3, ep2, 1, 53)
+    assert poll(lambda: lab.call("drop_counters")["icmp-error-unrelated"] - before == 3)
 
 
 def test_icmpv6_error_quoting_extension_headers_is_related(lab: Node) -> None:

@@ -574,6 +574,56 @@ def udp_refused(dst: str, port: int, timeout: float = 0.5, *, dstopts: bool = Fa
         return False
 
 
+def udp_flow_start(dst: str, port: int = 53, timeout: float = 0.5) -> int:
+    """A connected UDP socket that exchanged one datagram with a ``serve_start`` echo;
+    returns its local port. ``udp_flow_check`` uses it again."""
+    sock = socket.socket(_family(dst), socket.SOCK_DGRAM)
+    sock.settimeout(timeout)
+    sock.connect((dst, port))
+    sock.send(b"first")
+    assert sock.recv(16) == b"first"
+    _STATE[f"udp_flow:{dst}:{port}"] = sock
+    return sock.getsockname()[1]
+
+
+def udp_flow_check(dst: str, port: int = 53) -> str:
+    """One more exchange on the ``udp_flow_start`` socket: ``ok``, or ``refused`` when
+    an ICMP error reached the socket in between (the kernel reports it on the next
+    call), or ``timeout``."""
+    sock = _STATE.pop(f"udp_flow:{dst}:{port}")
+    with sock:
+        try:
+            sock.send(b"again")
+            return "ok" if sock.recv(16) == b"again" else "garbled"
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "timeout"
+
+
+def send_icmp_port_unreachable(dst: str, inner_src: str, inner_dst: str, sport: int,
+                               dport: int) -> None:
+    """An ICMP / ICMPv6 port unreachable to ``dst`` quoting a UDP datagram
+    ``inner_src:sport -> inner_dst:dport`` (the outer source is this namespace's)."""
+    if _family(dst) == socket.AF_INET6:
+        s = socket.inet_pton(socket.AF_INET6, inner_src)
+        d = socket.inet_pton(socket.AF_INET6, inner_dst)
+        inner = struct.pack("!IHBB", 6 << 28, 16, socket.IPPROTO_UDP, 64) + s + d
+        inner += struct.pack("!HHHH", sport, dport, 16, 0) + b"\0" * 8
+        with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
+            # type 1 (unreachable), code 4 (port); the kernel fills the checksum
+            sock.sendto(struct.pack("!BBHI", 1, 4, 0, 0) + inner, (dst, 0))
+        return
+    s, d = socket.inet_aton(inner_src), socket.inet_aton(inner_dst)
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 0, 0, 64, socket.IPPROTO_UDP, 0, s, d)
+    inner = inner[:10] + struct.pack("!H", inet_checksum(inner)) + inner[12:]
+    inner += struct.pack("!HHHH", sport, dport, 16, 0) + b"\0" * 8
+    icmp = struct.pack("!BBHI", 3, 3, 0, 0) + inner
+    icmp = icmp[:2] + struct.pack("!H", inet_checksum(icmp)) + icmp[4:]
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.sendto(icmp, (dst, 0))
+
+
 def udp_send(dst: str, port: int, payload: bytes, src: str | None = None) -> None:
     family = socket.AF_INET6 if ipaddress.ip_address(dst).version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
