@@ -130,7 +130,10 @@ class AgentConfig:
         "e.g. 127.0.0.1:9962)"
     )
     docker_labels: bool = _setting(
-        True, _bool, "learn container labels from dockerd (when its socket exists)"
+        True, _bool, "learn container labels from dockerd (waiting for it if it is not up)"
+    )
+    docker_socket: str = _setting(
+        "/var/run/docker.sock", str, "dockerd's API socket, for the container label watcher"
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,6 @@ else in the process writes the store or the kernel.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -223,11 +222,12 @@ class Agent:
         log.info("serving metrics", extra={"fields": {"address": addr}})
 
     def _start_docker_labels(self) -> None:
-        """Learn container labels from dockerd when it is on this host (issue: Docker
-        never tells a network driver a container's labels)."""
+        """Learn container labels from dockerd (Docker never tells a network driver a
+        container's labels). Started whether or not dockerd runs yet: the watcher waits
+        for its socket and re-syncs whenever dockerd (re)appears."""
         self.docker_labels = None
-        sock = "/var/run/docker.sock"
-        if not self.config.docker_labels or not os.path.exists(sock):
+        sock = self.config.docker_socket
+        if not self.config.docker_labels:
             return
         from ..docker.labels import DockerLabelWatcher
 
@@ -236,8 +236,8 @@ class Agent:
                     if ep.container_id and container_id.startswith(ep.container_id)]
 
         self.docker_labels = DockerLabelWatcher(
-            self.endpoints.set_labels, endpoints_of_container=endpoints_of,
-            docker_url=f"unix://{sock}",
+            self.endpoints.set_labels, set_container=self.endpoints.set_container,
+            endpoints_of_container=endpoints_of, docker_url=f"unix://{sock}",
         )
         self.docker_labels.start()
         log.info("learning container labels from dockerd", extra={"fields": {"socket": sock}})

@@ -47,8 +47,9 @@ def run_get(args: argparse.Namespace, client: AgentClient) -> int:
     if args.output == "json":
         print_json(ep)
         return 0
+    width = max((len(key) for key in ep), default=0) + 2  # "key:" and at least one space
     for key, value in ep.items():
-        print(f"{key + ':':<18}{value}")
+        print(f"{key + ':':<{width}}{value}")
     return 0
 
 

@@ -13,6 +13,11 @@ watcher has set their labels they carry the *init* identity. Whenever the stream
 (re)connects, every running container is re-synced, so nothing learnt while the agent
 or dockerd was down is missed.
 
+The order in which the agent and dockerd start does not matter, nor does a dockerd
+restart: the watcher waits for dockerd's socket to appear (a cheap ``stat`` a few times
+a second while it is missing), connects, re-syncs, and when the stream ends (dockerd
+stopped) waits again.
+
 The class is usable in any process: ``set_labels`` is the only way it changes
 anything (the agent passes its EndpointManager's method; ``cilium-py-docker
 --watch-labels`` passes :meth:`.agent_api.HTTPAgentAPI.set_labels`, the same over the
@@ -21,6 +26,7 @@ REST API, for agents that do not run the watcher themselves).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +43,7 @@ DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 SOURCE = "container"
 
 SetLabels = Callable[[str, list[str]], Any]
+SetContainer = Callable[[str, str, str], Any]  # (endpoint id, container id, container name)
 EndpointsOf = Callable[[str], Iterable[str]]
 
 
@@ -65,29 +72,38 @@ class DockerLabelWatcher:
     """Follows dockerd and keeps endpoint labels equal to their container's labels.
 
     ``client_factory`` builds the low-level docker API client (``docker.APIClient``);
-    tests hand in a fake.
+    tests hand in a fake. ``docker_socket`` is the file to wait for before connecting
+    (by default the path of a ``unix://`` ``docker_url``).
     """
 
     def __init__(
         self,
         set_labels: SetLabels,
         *,
+        set_container: SetContainer | None = None,
         endpoints_of_container: EndpointsOf | None = None,
         docker_url: str = DEFAULT_DOCKER_URL,
         client_factory: Callable[[], Any] | None = None,
-        retry_seconds: float = 1.0,
+        docker_socket: str | None = None,
+        retry_seconds: float = 0.5,
+        poll_seconds: float = 0.2,
         workers: int = 4,
     ) -> None:
         self._set_labels = set_labels
+        self._set_container = set_container
         self._endpoints_of = endpoints_of_container
         self._factory = client_factory or (lambda: _api_client(docker_url))
+        if docker_socket is None and client_factory is None and docker_url.startswith("unix://"):
+            docker_socket = docker_url[len("unix://"):]
+        self._socket = docker_socket  # waited for while missing; None: just connect
         self._retry = retry_seconds
+        self._poll = poll_seconds
         self._workers = workers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: Any = None
         self._pool: ThreadPoolExecutor | None = None
-        self._applied: dict[str, list[str]] = {}
+        self._applied: dict[str, tuple[list[str], str, str]] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()  # set after the first full re-sync
 
@@ -119,8 +135,21 @@ class DockerLabelWatcher:
 
     # -- the loop --------------------------------------------------------------------
 
+    def _wait_for_socket(self) -> bool:
+        """Until dockerd's unix socket exists (or the watcher stops); True if it does."""
+        if self._socket is None or os.path.exists(self._socket):
+            return True
+        log.info("waiting for dockerd", extra={"fields": {"socket": self._socket}})
+        while not self._stop.wait(self._poll):
+            if os.path.exists(self._socket):
+                return True
+        return False
+
     def _run(self) -> None:
+        quiet = False  # one warning per outage, not one per retry
         while not self._stop.is_set():
+            if not self._wait_for_socket():
+                break
             try:
                 client = self._factory()
                 # Subscribe first, then re-sync: an event during the re-sync is not lost.
@@ -130,15 +159,21 @@ class DockerLabelWatcher:
                 )
                 self.resync(client)
                 self.synced.set()
+                quiet = False
+                log.info("following dockerd's events", extra={"fields": {
+                    "socket": self._socket}})
                 for event in self._stream:
                     if self._stop.is_set():
                         break
                     self._dispatch(client, event)
+                if not self._stop.is_set():
+                    log.info("dockerd closed the event stream; waiting for it")
             except Exception as exc:  # noqa: BLE001 - dockerd may come and go
                 if self._stop.is_set():
                     break
-                log.warning("docker event stream lost; retrying",
-                            extra={"fields": {"error": str(exc)}})
+                (log.debug if quiet else log.warning)(
+                    "docker event stream lost; retrying", extra={"fields": {"error": str(exc)}})
+                quiet = True
             finally:
                 self._stream = None
             self._stop.wait(self._retry)
@@ -177,16 +212,21 @@ class DockerLabelWatcher:
                 break
             time.sleep(delay)
         labels = container_labels((info.get("Config") or {}).get("Labels"))
+        container = (info.get("Id") or cid, (info.get("Name") or "").lstrip("/"))
         targets = list(endpoint_ids(info))
         if self._endpoints_of is not None:
             targets += [e for e in self._endpoints_of(info.get("Id") or cid) if e not in targets]
         done: dict[str, list[str]] = {}
         for ep_id in targets:
             with self._lock:
-                if self._applied.get(ep_id) == labels:
+                if self._applied.get(ep_id) == (labels, *container):
                     continue
             try:
                 self._set_labels(ep_id, list(labels))
+                if self._set_container is not None:
+                    # libnetwork never names the container to the driver: the endpoint
+                    # gets its container id and name from here (metadata only).
+                    self._set_container(ep_id, *container)
             except NotFound:
                 continue  # an endpoint of another driver (bridge, host, ...)
             except CiliumPyError as exc:
@@ -194,7 +234,7 @@ class DockerLabelWatcher:
                     "endpoint": ep_id, "container": cid[:12], "error": exc.message}})
                 continue
             with self._lock:
-                self._applied[ep_id] = labels
+                self._applied[ep_id] = (labels, *container)
             done[ep_id] = labels
             log.info("endpoint labels set", extra={"fields": {
                 "endpoint": ep_id, "container": cid[:12], "labels": labels}})

@@ -348,6 +348,17 @@ class EndpointManager:
         self._notify(ep, "labels")
         return ep
 
+    def set_container(self, ep_id: str, container_id: str, container_name: str) -> Endpoint:
+        """Name a Docker endpoint's container, which libnetwork never tells the driver
+        (the label watcher learns it from dockerd). Metadata only: identity, policy and
+        datapath stay as they are."""
+        with self._locked(ep_id):
+            ep = self.get(ep_id)
+            if (ep.container_id, ep.container_name) != (container_id, container_name):
+                ep.container_id, ep.container_name = container_id, container_name
+                self._save(ep)
+        return ep
+
     # -- restore -------------------------------------------------------------------
 
     def restore(self) -> dict[str, int]:

@@ -84,6 +84,98 @@ def dockerd_running(log_name: str) -> Iterator[None]:
                 proc.kill()
 
 
+@dataclass
+class PrivateDockerd:
+    """A dockerd of the test's own, for tests that stop and start dockerd.
+
+    It has its own socket, data and exec roots and pid file, a default bridge device of
+    its own (``--bridge none`` would make dockerd delete the host's ``docker0``) and no
+    iptables rules or sysctls of its own, so starting and stopping it touches neither
+    the session's dockerd nor an installed one; like any dockerd it finds the session
+    plugin under ``/run/docker/plugins``. Started and stopped by its pid; ``remove``
+    deletes its containers and networks, stops it, and deletes its bridge and directory.
+    """
+
+    root: str
+    bridge: str  # 15 characters at most
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> str:
+        return os.path.join(self.root, "docker.sock")
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run("docker", "-H", f"unix://{self.socket}", *args, check=check)
+
+    def start(self, timeout: float = 60) -> None:
+        if run("ip", "link", "show", self.bridge, check=False).returncode != 0:
+            # No traffic ever uses it: it only keeps dockerd off docker0.
+            run("ip", "link", "add", self.bridge, "type", "bridge")
+            run("ip", "addr", "add", "10.209.255.1/24", "dev", self.bridge)
+        log = open(os.path.join(self.root, "dockerd.log"), "ab")  # noqa: SIM115 - the child's
+        self.proc = subprocess.Popen(
+            ["dockerd", "-H", f"unix://{self.socket}", "--data-root", f"{self.root}/data",
+             "--exec-root", f"{self.root}/exec", "--pidfile", f"{self.root}/dockerd.pid",
+             "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
+             "--ip-forward=false", "--ip-masq=false"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while self.docker("info", check=False).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"private dockerd did not start; see {self.root}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def load(self, image: str) -> None:
+        save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+        res = subprocess.run(["docker", "-H", f"unix://{self.socket}", "load", "-q"],
+                             stdin=save.stdout, capture_output=True, text=True)
+        save.wait()
+        if res.returncode != 0:
+            raise AssertionError(f"docker load into the private dockerd failed: {res.stderr}")
+
+    def endpoint_id(self, container: str, network: str, timeout: float = 30) -> str:
+        """The container's endpoint on ``network`` once it is running (it may be starting)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = json.loads(self.docker("inspect", container).stdout)[0]
+            net = (info["NetworkSettings"]["Networks"] or {}).get(network) or {}
+            if info["State"]["Running"] and net.get("EndpointID"):
+                return net["EndpointID"]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{container} is not running on {network}: {info['State']}")
+            time.sleep(0.1)
+
+    def remove(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            names = self.docker("ps", "-aq", check=False).stdout.split()
+            if names:
+                self.docker("rm", "-f", *names, check=False)
+            listed = self.docker("network", "ls", "--format", "{{.ID}} {{.Driver}}",
+                                 check=False).stdout.split("\n")
+            made = [line.split()[0] for line in listed
+                    if line.strip() and line.split()[1] not in ("host", "null")]
+            if made:
+                self.docker("network", "rm", *made, check=False)
+        self.stop()
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            mounts = [line.split()[4] for line in fh]
+        for mount in sorted((m for m in mounts if m.startswith(self.root)), reverse=True):
+            run("umount", "-l", mount, check=False)
+        run("ip", "link", "del", self.bridge, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def is_static_elf(path: str) -> bool:
     """True for a 64-bit little-endian ELF without a PT_INTERP header (no loader needed).
 
@@ -153,6 +245,20 @@ def start_root_agent(workdir: str, bpf_root: str, router: str, *extra: str,
         agent.stop()
         raise
     return agent
+
+
+def agent_router(agent: RunningAgent) -> str:
+    """The router device name an agent was started with."""
+    cmd = agent.proc.args
+    return cmd[cmd.index("--router-device") + 1]
+
+
+def restart_agent(env: DockerEnv, *extra: str) -> None:
+    """Stop the session agent and start it again on its state, with ``extra`` flags."""
+    agent = env.agent
+    agent.stop()
+    env.agent = start_root_agent(os.path.dirname(agent.state_dir), agent.bpf_root,
+                                 agent_router(agent), *extra)
 
 
 @dataclass

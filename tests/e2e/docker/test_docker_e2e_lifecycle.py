@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
-from docker_e2e import docker, leak_snapshot
+from docker_e2e import (
+    PrivateDockerd,
+    agent_router,
+    docker,
+    leak_snapshot,
+    restart_agent,
+    start_root_agent,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +91,6 @@ def test_plugin_restart_keeps_traffic_and_state(env):
 
 
 def test_agent_restart_keeps_traffic(env, docker_env):
-    from docker_e2e import start_root_agent
-
     net = env.network("v4")
     web = env.web(net, {"app": "web"})
     client = env.run(net, labels={"app": "client"})
@@ -96,16 +102,42 @@ def test_agent_restart_keeps_traffic(env, docker_env):
     try:
         assert "hello" in env.http(client, ip), "traffic stopped while the agent was down"
     finally:
-        restarted = start_root_agent(
-            os.path.dirname(agent.state_dir), agent.bpf_root, _router(agent), *agent.extra_args)
-        docker_env.agent = restarted
+        docker_env.agent = start_root_agent(
+            os.path.dirname(agent.state_dir), agent.bpf_root, agent_router(agent),
+            *agent.extra_args)
     assert "hello" in env.http(client, ip)
     assert env.endpoint(env.endpoint_id(web, net)) is not None
     late = env.run(net, labels={"app": "client"})
     assert "hello" in env.http(late, ip)
 
 
-def _router(agent) -> str:
-    """The router device name the session's agent was started with."""
-    cmd = agent.proc.args
-    return cmd[cmd.index("--router-device") + 1]
+
+def test_labels_arrive_when_dockerd_starts_after_the_agent_and_restarts(env, docker_env):
+    """Issue 11 item 4: the agent's label watcher waits for dockerd, and re-syncs when
+    dockerd comes back. The dockerd here is the test's own (see PrivateDockerd), so
+    stopping it touches no other; only the agent watches it."""
+    dockerd = PrivateDockerd(tempfile.mkdtemp(prefix="cpyt-dockerd-"),
+                             bridge=f"cpytb{env.prefix[5:]}")
+    restart_agent(docker_env, "--docker-socket", dockerd.socket)  # before dockerd exists
+    try:
+        dockerd.start()
+        dockerd.load(env.image)
+        net = env.name("late")
+        dockerd.docker("network", "create", "-d", env.driver, "--ipam-driver", env.driver, net)
+        # --restart always: it comes back with dockerd, before the watcher reconnects
+        early = dockerd.docker("run", "-d", "--restart", "always", "--stop-timeout", "1",
+                               "--network", net, "-l", "app=early", env.image,
+                               "sleep", "3600").stdout.strip()
+        ep = env.wait_identity(dockerd.endpoint_id(early, net))
+        assert ep["labels"] == ["container:app=early"]
+        dockerd.stop()
+        dockerd.start()
+        ep = env.wait_identity(dockerd.endpoint_id(early, net))
+        assert ep["labels"] == ["container:app=early"]
+        late = dockerd.docker("run", "-d", "--stop-timeout", "1", "--network", net,
+                              "-l", "app=late", env.image, "sleep", "3600").stdout.strip()
+        assert env.wait_identity(dockerd.endpoint_id(late, net))["labels"] == [
+            "container:app=late"]
+    finally:
+        dockerd.remove()
+        restart_agent(docker_env)

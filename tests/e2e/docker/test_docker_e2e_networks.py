@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from docker_e2e import INIT_IDENTITY, POOL4, POOL6, docker
@@ -74,9 +75,21 @@ def test_container_interface_is_what_docker_configured(env):
 def test_labels_become_the_endpoint_identity(env):
     net = env.network("v4")
     web = env.run(net, labels={"app": "web", "tier": "front"})
-    ep = env.wait_identity(env.endpoint_id(web, net))
+    ep_id = env.endpoint_id(web, net)
+    ep = env.wait_identity(ep_id)
     assert sorted(ep["labels"]) == ["container:app=web", "container:tier=front"]
     assert ep["identity"] >= 256
+    # Issue 11 item 10: libnetwork never names the container; the watcher does.
+    container = env.inspect(web)["Id"]
+    for _ in range(50):
+        ep = env.endpoint(ep_id)
+        if ep["container-id"]:
+            break
+        time.sleep(0.05)
+    assert (ep["container-id"], ep["container-name"]) == (container, web)
+    shown = env.agent.cli("endpoint", "get", ep_id).stdout
+    assert re.search(rf"^container-name: +{web}$", shown, re.M), shown
+    assert re.search(r"^container-interface: +tmp", shown, re.M), shown
 
 
 def test_unlabelled_container_leaves_the_init_identity(env):

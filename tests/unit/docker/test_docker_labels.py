@@ -111,6 +111,19 @@ def test_sync_sets_labels_on_every_endpoint_it_owns():
     assert sink.calls == [(EP1, ["container:app=web"])]
 
 
+def test_sync_names_the_container_of_each_endpoint():
+    """Issue 11 item 10: Docker endpoints showed empty container-id/container-name."""
+    info = _inspect({"app": "web"}, {"cpy": EP1, "bridge": EP2})
+    info["Name"] = "/web"
+    docker = FakeDocker({CID: info})
+    named: list[tuple[str, str, str]] = []
+    watcher = DockerLabelWatcher(Sink({EP1}), client_factory=lambda: docker,
+                                 set_container=lambda *args: named.append(args))
+    watcher.sync_container(docker, CID)
+    watcher.sync_container(docker, CID)
+    assert named == [(EP1, CID, "web")]
+
+
 def test_unchanged_labels_are_not_set_twice():
     docker = FakeDocker({CID: _inspect({"app": "web"}, {"cpy": EP1})})
     sink = Sink({EP1})
@@ -214,3 +227,38 @@ def test_stop_ends_the_thread(running):
     watcher.stop(timeout=2)
     assert docker.streams[-1].closed.is_set()
     assert watcher._thread is None
+
+
+def test_waits_for_dockerd_to_appear_and_for_it_to_come_back(running, tmp_path):
+    """Issue 11 item 4: the agent may start before dockerd, and dockerd may restart."""
+    sock = tmp_path / "docker.sock"
+    docker = FakeDocker({CID: _inspect({"app": "web"}, {"cpy": EP1})})
+    connects: list[int] = []
+
+    def factory() -> FakeDocker:
+        if not sock.exists():
+            raise ConnectionError("no dockerd")
+        connects.append(1)
+        return docker
+
+    sink = Sink({EP1})
+    watcher = DockerLabelWatcher(sink, client_factory=factory, docker_socket=str(sock),
+                                 retry_seconds=0.01, poll_seconds=0.01)
+    running.append(watcher)
+    watcher.start()
+    assert not watcher.synced.wait(0.2) and connects == []  # no dockerd: just waiting
+    sock.touch()
+    assert watcher.synced.wait(2)
+    assert sink.calls == [(EP1, ["container:app=web"])]
+
+    # dockerd stops (its stream ends, its socket goes) and comes back with a container
+    # that started while the watcher was away: the re-sync labels it.
+    sock.unlink()
+    docker.streams[-1].close()
+    docker.containers_by_id[CID] = _inspect({"app": "db"}, {"cpy": EP2})
+    sink.known.add(EP2)
+    sink.event.clear()
+    sock.touch()
+    assert sink.event.wait(2)
+    assert sink.calls[-1] == (EP2, ["container:app=db"])
+    assert len(connects) == 2
