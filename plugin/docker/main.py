@@ -19,7 +19,7 @@ from ..errors import CiliumPyError
 from ..logs import get_logger, setup_logging
 from .agent_api import HTTPAgentAPI
 from .isolation import Isolation
-from .ports import Chains, IptablesPublisher, instance_of
+from .ports import Binding, Chains, IptablesPublisher, instance_of
 from .server import DEFAULT_PLUGIN_SOCKET, PluginServer, prepare_plugin_socket
 from .state import DriverState
 
@@ -125,6 +125,10 @@ def build_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     ports = publisher_for(args.plugin_socket)
     isolation = isolation_for(args.plugin_socket)
     reconcile(agent, state, ports, isolation)
+    for eid, record in state.snapshot()["endpoints"].items():
+        if record.get("ports"):
+            ports.hold_published(eid, [Binding(**b) for b in record["ports"]],
+                                 record.get("ipv4"), record.get("ipv6"))
     if args.watch_labels:
         from .labels import DockerLabelWatcher
 

@@ -262,6 +262,34 @@ def _probe(proto: int, family: int, host_ip: str, port: int) -> OSError | None:
     return None
 
 
+def hold_port(proto: int, family: int, host_ip: str, port: int) -> socket.socket | None:
+    """Keep ``host_ip:port`` bound, never listening, while it is published.
+
+    Without SO_REUSEADDR a bound socket makes any later bind of the port fail, whatever
+    the other socket's options, so a host process that starts afterwards is told the
+    port is taken (as Docker's proxy tells it) instead of silently losing the traffic
+    the DNAT rule takes. Not listening, it accepts nothing (TCP connections to it are
+    reset; what the DNAT rules catch never reaches it). Best effort: None when the bind
+    fails (a connection still in TIME_WAIT on the port, say); the rules work regardless.
+    """
+    af = socket.AF_INET if family == 4 else socket.AF_INET6
+    kind = socket.SOCK_DGRAM if proto == 17 else socket.SOCK_STREAM
+    if proto not in (6, 17):
+        return None
+    sock = socket.socket(af, kind)
+    try:
+        if af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host_ip or ("0.0.0.0" if family == 4 else "::"), port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+Holder = Callable[[int, int, str, int], "socket.socket | None"]
+
+
 def _refusal(proto: int, host_ip: str, port: int, exc: OSError) -> Exception:
     where = f"[{host_ip}]" if ":" in host_ip else (host_ip or "0.0.0.0")
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -278,8 +306,10 @@ class IptablesPublisher:
 
     runner: Runner = run_command
     chains: Chains = field(default_factory=Chains)
+    hold: Holder = hold_port
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: set[int] = field(default_factory=set)
+    _held: dict[str, list[socket.socket]] = field(default_factory=dict)
 
     def _tool(self, family: int) -> str:
         return "iptables" if family == 4 else "ip6tables"
@@ -387,6 +417,7 @@ class IptablesPublisher:
                         self._ensure_chains(family)
                         for rule in self._rules(eid, family, container_ip, req, host_port):
                             self._ipt(family, *rule)
+                        self._hold_locked(eid, req.proto, family, req.host_ip, host_port)
                     bindings.append(Binding(req.proto, req.port, req.host_ip, host_port))
             except Exception:
                 self._revoke_locked(eid)
@@ -394,6 +425,29 @@ class IptablesPublisher:
         log.info("ports published", extra={"fields": {
             "endpoint": eid, "ports": [f"{b.host_port}->{b.port}" for b in bindings]}})
         return bindings
+
+    def _hold_locked(self, eid: str, proto: int, family: int, host_ip: str, port: int) -> None:
+        sock = self.hold(proto, family, host_ip, port)
+        if sock is not None:
+            self._held.setdefault(eid, []).append(sock)
+
+    def hold_published(self, eid: str, bindings: Sequence[Binding], ipv4: str | None,
+                       ipv6: str | None) -> None:
+        """Take the host ports of an endpoint published before this process started
+        (the reservation does not outlive the plugin; the rules do)."""
+        with self._lock:
+            for binding in bindings:
+                if binding.host_ip:
+                    families = [ipaddress.ip_address(binding.host_ip).version]
+                else:
+                    families = [f for f, a in ((4, ipv4), (6, ipv6)) if a is not None]
+                for family in families:
+                    self._hold_locked(eid, binding.proto, family, binding.host_ip,
+                                      binding.host_port)
+
+    def _release_holds(self, eid: str) -> None:
+        for sock in self._held.pop(eid, []):
+            sock.close()
 
     def _rules_of(self, family: int, table: str, chain: str, eid: str) -> list[list[str]]:
         try:
@@ -403,6 +457,7 @@ class IptablesPublisher:
         return tagged_rules(text, self.chains.comment_prefix + eid)
 
     def _revoke_locked(self, eid: str) -> None:
+        self._release_holds(eid)
         for family in (4, 6):
             for table, chain in self.chains.own():
                 for rule in self._rules_of(family, table, chain, eid):

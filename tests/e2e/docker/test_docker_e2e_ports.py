@@ -76,6 +76,23 @@ def test_a_port_a_host_process_listens_on_is_refused(env):
     assert leak_snapshot(env) == before
 
 
+def test_a_published_port_stays_taken_for_host_processes(env):
+    """The other way round: a host process that starts after the port was published is
+    told it is taken (as with Docker's proxy), not left to lose its traffic to DNAT."""
+    net = env.network("v4")
+    web = env.web(net, {"app": "web"}, "-p", "18092:80")
+
+    def bind() -> None:
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("0.0.0.0", 18092))
+
+    with pytest.raises(OSError, match="Address already in use"):
+        bind()
+    run("docker", "rm", "-f", web)
+    bind()
+
+
 def test_publishing_on_loopback_is_refused_clearly(env):
     net = env.network("v4")
     before = leak_snapshot(env)

@@ -99,7 +99,35 @@ def publisher(ipt, monkeypatch) -> IptablesPublisher:
         return None
 
     monkeypatch.setattr("cilium_py.docker.ports._probe", probe)
-    return IptablesPublisher(runner=ipt)
+    return IptablesPublisher(runner=ipt, hold=holds)
+
+
+class FakeHolds:
+    """Records the ports a publisher reserves; ``open`` are the ones still held."""
+
+    def __init__(self) -> None:
+        self.open: list[tuple[int, int, str, int]] = []
+
+    def __call__(self, proto: int, family: int, host_ip: str, port: int) -> FakeHold:
+        return FakeHold(self, (proto, family, host_ip, port))
+
+
+class FakeHold:
+    def __init__(self, owner: FakeHolds, key: tuple[int, int, str, int]) -> None:
+        self.owner, self.key = owner, key
+        owner.open.append(key)
+
+    def close(self) -> None:
+        self.owner.open.remove(self.key)
+
+
+holds = FakeHolds()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_holds():
+    holds.open.clear()
+    yield
 
 
 def test_publish_v4_writes_dnat_and_forward_rules(publisher, ipt):
@@ -250,7 +278,7 @@ def test_remove_chains_only_when_unused(publisher, ipt):
 
 @pytest.fixture
 def second(ipt) -> IptablesPublisher:
-    return IptablesPublisher(runner=ipt, chains=Chains("cpyt-e2e-1a2b3c"))
+    return IptablesPublisher(runner=ipt, chains=Chains("cpyt-e2e-1a2b3c"), hold=holds)
 
 
 def test_the_installed_instance_keeps_its_chain_names():
@@ -291,3 +319,33 @@ def test_removing_an_instances_chains_leaves_the_others(publisher, second, ipt):
     assert ipt.rules("iptables", "nat", "PREROUTING") == [
         ["-m", "addrtype", "--dst-type", "LOCAL", "-j", NAT_CHAIN]]
     assert publisher.endpoints_with_rules() == {EID}
+
+
+def test_published_host_ports_stay_reserved_until_revoked(publisher):
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "", 8080)])
+    assert holds.open == [(6, 4, "", 8080), (6, 6, "", 8080)]
+    publisher.publish(EID, "10.201.0.6", "fd10:201::6", [Request(6, 80, "", 8080)])
+    assert len(holds.open) == 2  # a repeated publish replaces its reservations
+    publisher.revoke(EID)
+    assert holds.open == []
+
+
+def test_a_restarted_plugin_takes_its_ports_again(publisher):
+    from cilium_py.docker.ports import Binding
+
+    publisher.hold_published(EID, [Binding(6, 80, "", 8080), Binding(17, 53, "::", 5353)],
+                             "10.201.0.6", "fd10:201::6")
+    assert holds.open == [(6, 4, "", 8080), (6, 6, "", 8080), (17, 6, "::", 5353)]
+
+
+def test_a_held_port_cannot_be_bound_by_a_server():
+    from cilium_py.docker.ports import hold_port
+
+    held = hold_port(6, 4, "127.0.0.1", 0)
+    assert held is not None
+    port = held.getsockname()[1]
+    with held, socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError) as err:
+            server.bind(("127.0.0.1", port))
+        assert err.value.errno == errno.EADDRINUSE
