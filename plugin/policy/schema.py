@@ -1,7 +1,7 @@
 """Validation of Cilium 1.x policy JSON into :class:`~.rule.Rule` objects.
 
-The document is an array of rules, exactly as Cilium documents it (including the
-``"HTTP"`` key in capitals and protocols in any case). Everything wrong with a document
+The document is an array of rules, exactly as Cilium documents it: keys in any case
+(``"HTTP"``, ``"Role"``, ``"toports"``), protocols in any case. Everything wrong with a document
 is collected and reported at once, each problem under its path
 (``[2].ingress[0].toPorts[0].ports[0].port``), and nothing of an invalid document is
 returned: callers apply a document whole or not at all.
@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validates_schema
 from marshmallow.validate import OneOf
 
 from cilium_py.labels import Label, LabelError, LabelSet, parse_label
@@ -131,7 +131,29 @@ def _regex() -> _RegexField:
 
 
 class _Base(Schema):
+    """Keys of the policy language match without regard to case, as Cilium's decoder
+    matches them (its examples write ``HTTP``, ``Role``, ...): each incoming key is
+    renamed to the field it names before validation. Values (label keys in
+    ``matchLabels``, topics, paths) keep their case."""
+
     error_messages = {"unknown": "unknown field", "type": "must be an object"}
+
+    @pre_load
+    def _fold_keys(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = {(f.data_key or name).lower(): (f.data_key or name)
+                 for name, f in self.fields.items()}
+        out: dict[Any, Any] = {}
+        given: dict[Any, Any] = {}
+        for key, value in data.items():
+            target = names.get(key.lower(), key) if isinstance(key, str) else key
+            if target in out:
+                raise ValidationError(f"given twice: {given[target]!r} and {key!r}",
+                                      str(key))
+            out[target] = value
+            given[target] = key
+        return out
 
 
 class RequirementSchema(_Base):
@@ -290,20 +312,17 @@ class KafkaRuleSchema(_Base):
 class L7RulesSchema(_Base):
     """``rules``: ``http`` (also ``HTTP``, as Cilium's examples write it) or ``kafka``."""
 
-    http = _list(_nested(HTTPRuleSchema))
-    http_caps = _list(_nested(HTTPRuleSchema), data_key="HTTP")
+    http = _list(_nested(HTTPRuleSchema))  # "HTTP" too: keys match in any case
     kafka = _list(_nested(KafkaRuleSchema))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if data.get("http") and data.get("http_caps"):
-            raise ValidationError("give either http or HTTP, not both", "HTTP")
-        if (data.get("http") or data.get("http_caps")) and data.get("kafka") is not None:
+        if data.get("http") and data.get("kafka") is not None:
             raise ValidationError("only one L7 protocol per port rule (http or kafka)", "kafka")
 
     @post_load
     def _make(self, data: dict[str, Any], **kwargs: Any) -> L7Rules:
-        http = (data.get("http") or []) + (data.get("http_caps") or [])
+        http = data.get("http") or []
         kafka = data.get("kafka")
         return L7Rules(http=tuple(http), kafka=None if kafka is None else tuple(kafka))
 

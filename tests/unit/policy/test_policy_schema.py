@@ -493,7 +493,7 @@ INVALID: list[tuple[str, Any, dict[str, str]]] = [
     (
         "http and HTTP",
         [_ingress(toPorts=[{"ports": [{"port": 80}], "rules": {"http": [{}], "HTTP": [{}]}}])],
-        {"[0].ingress[0].toPorts[0].rules.HTTP": "either http or HTTP"},
+        {"[0].ingress[0].toPorts[0].rules.HTTP": "given twice: 'http' and 'HTTP'"},
     ),
     (
         "http and kafka",
@@ -518,7 +518,8 @@ INVALID: list[tuple[str, Any, dict[str, str]]] = [
     (
         "headers not strings",
         [_ingress(toPorts=[{"ports": [{"port": 80}], "rules": {"HTTP": [{"headers": [1]}]}}])],
-        {"[0].ingress[0].toPorts[0].rules.HTTP[0].headers[0]": "must be a string"},
+        # Keys match in any case; errors name the field as the language spells it.
+        {"[0].ingress[0].toPorts[0].rules.http[0].headers[0]": "must be a string"},
     ),
     (
         "kafka role",
