@@ -8,12 +8,14 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from . import health
+from .body import MAX_BODY_BYTES
 from .errors import register_error_handlers
 
 
 def create_app(agent: Any) -> Flask:
     app = Flask("cilium_py.api")
     app.config["AGENT"] = agent
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     register_error_handlers(app)
     app.register_blueprint(health.bp)

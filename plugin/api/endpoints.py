@@ -76,7 +76,7 @@ def ipam_status() -> Any:
 
 
 class ReservationSchema(Schema):
-    family = fields.Integer(required=True, validate=validate.OneOf((4, 6)))
+    family = fields.Integer(required=True, strict=True, validate=validate.OneOf((4, 6)))
     owner = fields.String(required=True, validate=validate.Length(min=1, max=200))
     address = fields.String(load_default=None, allow_none=True)
 

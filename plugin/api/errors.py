@@ -59,6 +59,12 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if exc.code == 404:
             message = "no such API route; see GET /v1/openapi.json"
+        if exc.code == 413:
+            from .body import MAX_BODY_BYTES
+
+            message = (f"request body too large: the limit is {MAX_BODY_BYTES} bytes "
+                       f"({MAX_BODY_BYTES // (1024 * 1024)} MiB)")
+            return error_response(413, message, {"body": f"over {MAX_BODY_BYTES} bytes"})
         return error_response(exc.code or 500, message)
 
     @app.errorhandler(Exception)

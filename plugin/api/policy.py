@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from marshmallow import Schema, fields
 
 from ..errors import InvalidInput, NotFound
-from .body import json_body
+from .body import json_body, load
 
 bp = Blueprint("policy", __name__)
 
@@ -32,12 +34,19 @@ def get_policy() -> Any:
     return jsonify(_agent().policy.get(_labels_arg()))
 
 
+class PolicyDeleteSchema(Schema):
+    """Body of ``DELETE /v1/policy`` (the labels can also be query parameters)."""
+
+    labels = fields.List(fields.String(), required=True)
+
+    error_messages = {"type": 'the body must be a JSON object {"labels": ["key=value", ...]}'}
+
+
 @bp.delete("/v1/policy")
 def delete_policy() -> Any:
     labels = _labels_arg()
     if not labels and request.get_data(cache=True).strip():
-        body = json_body()
-        labels = body.get("labels", []) if isinstance(body, dict) else body
+        labels = load(PolicyDeleteSchema())["labels"]
     deleted, revision = _agent().policy.delete(labels)
     return jsonify({"deleted": deleted, "revision": revision})
 
@@ -71,7 +80,16 @@ def _labels_from(name: str) -> list[str]:
 
 @bp.get("/v1/policy/wait/<int:revision>")
 def wait(revision: int) -> Any:
-    timeout = min(float(request.args.get("timeout", "30")), 300.0)
+    text = request.args.get("timeout", "30")
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = math.nan
+    # Only finite, non-negative seconds: nan would never compare past a deadline.
+    if not math.isfinite(timeout) or timeout < 0:
+        raise InvalidInput(f"invalid timeout {text!r}: seconds, a finite number >= 0",
+                           {"timeout": text})
+    timeout = min(timeout, 300.0)
     ok = _agent().policy.wait(revision, timeout)
     resp = jsonify({"revision": revision, "reached": ok})
     resp.status_code = 200 if ok else 504

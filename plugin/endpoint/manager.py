@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from ..errors import CiliumPyError, Conflict, InvalidInput, NotFound
+from ..errors import CiliumPyError, Conflict, InvalidInput, NotFound, Unavailable
 from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..labels import LabelSet
@@ -145,6 +145,10 @@ class EndpointManager:
 
     def create(self, ep_id: str, req: dict[str, Any]) -> tuple[Endpoint, bool]:
         """Attach an endpoint; returns (endpoint, created). Idempotent per request."""
+        if self.datapath is None:
+            # Without the datapath (an agent that never took over the node, as in the
+            # API's unit tests) nothing may be plumbed: it would run unenforced.
+            raise Unavailable("the BPF datapath is not running: endpoints cannot attach")
         given = list(req.get("labels") or [])
         for source in self.label_sources:
             given += [lbl for lbl in source(given) if lbl not in given]

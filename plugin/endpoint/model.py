@@ -10,17 +10,29 @@ import re
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-ENDPOINT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 STATES = ("ready", "regenerating", "disconnecting", "not-ready")
 
 
 def check_endpoint_id(value: str) -> str:
-    """Caller-chosen ids appear in URLs and store keys: URL-safe, at most 128 chars."""
-    if not ENDPOINT_ID.match(value or ""):
+    """Caller-chosen ids appear in URLs and store keys: URL-safe, at most 128 chars.
+    ``.`` and ``..`` are path segments that no URL can name, so they are refused."""
+    if not isinstance(value, str) or not ENDPOINT_ID.fullmatch(value):
         raise ValidationError(
             "endpoint id must be 1-128 characters of A-Z a-z 0-9 . _ ~ -"
         )
+    if value in (".", ".."):
+        raise ValidationError("endpoint id must not be '.' or '..' (URL path segments)")
     return value
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only: no "yes", 1 or "false" read as a boolean."""
+
+    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class AddressingSchema(Schema):
@@ -36,7 +48,7 @@ class EndpointRequestSchema(Schema):
     )
     # libnetwork moves the interface itself: with "docker" the container end stays in
     # the host namespace under a temporary name, answered as "container-interface".
-    docker = fields.Boolean(load_default=False)
+    docker = StrictBoolean(load_default=False)
     interface_name = fields.String(
         data_key="interface-name", load_default="eth0", validate=validate.Length(min=1)
     )

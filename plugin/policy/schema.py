@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validates_schema
-from marshmallow.validate import OneOf
+from marshmallow.validate import Length, OneOf
 
 from cilium_py.labels import Label, LabelError, LabelSet, parse_label
 
@@ -33,6 +33,8 @@ from .rule import Direction, Rule, Section
 from .selector import EndpointSelector, Operator, Requirement, parse_selector_key
 
 DOCUMENT = "$"
+#: Descriptions are for people; a rule's description longer than this is refused.
+MAX_DESCRIPTION = 16 * 1024
 
 _MESSAGES = {
     "required": "is required",
@@ -435,7 +437,8 @@ class RuleSchema(_Base):
     ingress = _list(_nested(IngressSchema))
     egress = _list(_nested(EgressSchema))
     labels = _list(_LabelField())
-    description = _str(allow_none=True)
+    description = _str(allow_none=True, validate=Length(max=MAX_DESCRIPTION,
+                                                        error="at most {max} characters"))
 
     @validates_schema
     def _check(self, data: dict[str, Any], **kwargs: Any) -> None:
