@@ -1,6 +1,12 @@
 """End-to-end fixtures: a real dockerd, a real agent in the root namespace, the plugin.
 
 See :mod:`docker_e2e` for what they make and how it is named and removed.
+
+The fixtures are session-scoped (one dockerd, agent and plugin for all Docker tests),
+but an agent in the root namespace must not outlive the Docker tests: the rest of the
+suite runs for many minutes after them. So what they set up is undone as soon as the
+last Docker test is done (:func:`pytest_runtest_teardown`), not at the end of the
+session; a failure or ``-x`` still undoes it through the fixtures' own finalizers.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from docker_e2e import (
@@ -25,6 +33,17 @@ from docker_e2e import (
 
 from tests.conftest import require_root
 
+HERE = Path(__file__).parent
+_made = ExitStack()  # the session's Docker stack, undone last-made first
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last Docker test (and its own fixtures' teardown), remove the session's
+    Docker stack."""
+    if nextitem is None or HERE not in Path(nextitem.path).parents:
+        _made.close()
+
 
 @pytest.fixture(scope="session")
 def dockerd() -> Iterator[None]:
@@ -33,19 +52,36 @@ def dockerd() -> Iterator[None]:
     if shutil.which("dockerd") is None or shutil.which("docker") is None:
         pytest.skip("docker.io is not installed (packaging/install.sh test installs it)")
     try:
-        with dockerd_running("cpyt-dockerd.log"):
-            yield
+        _made.enter_context(dockerd_running("cpyt-dockerd.log"))
     except RuntimeError as exc:
         pytest.fail(str(exc))
+    yield
+    _made.close()
 
 
 @pytest.fixture(scope="session")
 def image(dockerd: None) -> Iterator[str]:
+    _made.callback(docker, "rmi", "-f", IMAGE, check=False)
     build_busybox_image(IMAGE)
-    try:
-        yield IMAGE
-    finally:
-        docker("rmi", "-f", IMAGE, check=False)
+    yield IMAGE
+    _made.close()
+
+
+def _remove_stack(env: DockerEnv | None, plugin: Plugin, router: str, bpf_root: str,
+                  workdir: str) -> None:
+    if env is not None:
+        env.cleanup()
+        plugin.stop()
+        env.agent.stop()
+    if os.path.exists(plugin.socket):
+        os.unlink(plugin.socket)
+    plugin.remove_chains()
+    run("ip", "link", "del", router, check=False)
+    shutil.rmtree(bpf_root, ignore_errors=True)
+    if os.environ.get("CPYT_KEEP_LOGS"):
+        print(f"docker e2e logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,26 +98,13 @@ def docker_env(dockerd: None, image: str) -> Iterator[DockerEnv]:
         state_file=os.path.join(workdir, "driver.json"),
         log_path=os.path.join(workdir, "plugin.log"),
     )
-    env: DockerEnv | None = None
-    try:
-        agent = start_root_agent(workdir, bpf_root, router)
-        env = DockerEnv(prefix, agent, plugin, image, workdir)
-        plugin.start()
-        yield env
-    finally:
-        if env is not None:
-            env.cleanup()
-            plugin.stop()
-            env.agent.stop()
-        if os.path.exists(plugin.socket):
-            os.unlink(plugin.socket)
-        plugin.remove_chains()
-        run("ip", "link", "del", router, check=False)
-        shutil.rmtree(bpf_root, ignore_errors=True)
-        if os.environ.get("CPYT_KEEP_LOGS"):
-            print(f"docker e2e logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    made: dict[str, DockerEnv] = {}
+    _made.callback(lambda: _remove_stack(made.get("env"), plugin, router, bpf_root, workdir))
+    agent = start_root_agent(workdir, bpf_root, router)
+    env = made["env"] = DockerEnv(prefix, agent, plugin, image, workdir)
+    plugin.start()
+    yield env
+    _made.close()
 
 
 @pytest.fixture
