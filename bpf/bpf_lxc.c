@@ -5,7 +5,7 @@
  *
  *   from_container  tc ingress: what the container sends.
  *                   Validate the source (MAC, IP; ARP and IPv6 ND/MLD
- *                   included), track the connection, then either deliver
+ *                   included, lib/icmp6.h), track the connection, then either deliver
  *                   straight into a local destination container
  *                   (bpf_redirect_peer, bypassing the host stack) or hand
  *                   the packet to the host stack (TC_ACT_OK) for routing,
@@ -42,6 +42,7 @@
 #include "lib/drop.h"
 #include "lib/conntrack.h"
 #include "lib/policy.h"
+#include "lib/icmp6.h"
 #include "lib/proxy.h"
 #include "lib/overlay.h"
 
@@ -282,9 +283,17 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 			     ipv6_is_unspecified(pkt->saddr)))
 			return drop_from(skb, pkt, DROP_INVALID_SIP, cfg);
 	}
-	/* ND/MLD concern the link to the node only: not tracked, never delivered. */
-	if (nd)
-		return to_stack(skb);
+	if (nd) {
+		reason = nd_validate(skb, cfg, pkt);
+		if (reason)
+			return drop_from(skb, pkt, reason, cfg);
+		/* ND/MLD for the node: not tracked, never delivered (lib/icmp6.h). */
+		if (nd_for_node(pkt))
+			return to_stack(skb);
+		/* Anywhere else it is ordinary traffic, from an ordinary source. */
+		if (!own)
+			return drop_from(skb, pkt, DROP_INVALID_SIP, cfg);
+	}
 #ifdef ENABLE_IPV6
 	return from_container_l4(skb, cfg, pkt);
 #else
@@ -399,7 +408,12 @@ int to_container(struct __sk_buff *skb)
 		reason = ip_parse(skb, &pkt, 1);
 		if (reason)
 			return drop_to(skb, &pkt, reason, cfg);
-		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type))
+		/*
+		 * The node's own ND/MLD (never arrived on a device) is not tracked;
+		 * ND the node forwards from elsewhere is ordinary traffic.
+		 */
+		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type) &&
+		    skb->ingress_ifindex == 0)
 			return TC_ACT_OK;
 		return to_container_ip(skb, cfg, &pkt);
 #endif

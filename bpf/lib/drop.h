@@ -24,6 +24,7 @@
 #define DROP_PROXY_UNAVAILABLE 11	/* redirect to an L7 proxy that does not listen */
 #define DROP_PROXY_UNSUPPORTED 12	/* redirect of something other than TCP */
 #define DROP_ICMP_UNRELATED 13	/* an ICMP error about no connection of its peers' */
+#define DROP_FORBIDDEN_ICMPV6 14	/* a router's ND message (RA, redirect) from a container */
 
 #define EVENT_DROP 1
 

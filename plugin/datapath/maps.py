@@ -272,6 +272,7 @@ class DropReason(enum.IntEnum):
     PROXY_UNAVAILABLE = 11
     PROXY_UNSUPPORTED = 12
     ICMP_ERROR_UNRELATED = 13
+    FORBIDDEN_ICMPV6 = 14
 
     @property
     def label(self) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cilium_py.datapath.maps import link_local_from_mac
 from tests.support import netns as tn
 from tests.support.waiting import poll
 
@@ -326,6 +327,67 @@ def test_ipv6_extension_header_chains(node: Node) -> None:
     assert after["invalid-packet"] == before["invalid-packet"]
     ev = find_event(node, reason_name="extension-header-chain-too-long", src=ep1.ipv6)
     assert ev is not None and ev["dst"] == ep2.ipv6
+
+
+def _icmp6_in(worker: tn.NetnsWorker, kind: str) -> int:
+    return worker.call(tn.read_snmp6)[f"Icmp6In{kind}"]
+
+
+def test_router_advertisements_and_redirects_from_endpoints_are_dropped(node: Node) -> None:
+    """Only routers send these: from a container they are dropped, never seen by the
+    node (which would otherwise learn prefixes or routes from them)."""
+    ep1 = node.ep1
+    ll1, host_ll = link_local_from_mac(ep1.mac), link_local_from_mac(ep1.host_mac)
+    before = node.drops("forbidden-icmpv6")
+    ra_in, redir_in = _icmp6_in(node.dp, "RouterAdvertisements"), _icmp6_in(
+        node.dp, "Redirects")
+    ra = tn.router_advert(ep1.mac, "33:33:00:00:00:01", ll1, "2001:db8:99::")
+    red = tn.redirect(ep1.mac, ep1.host_mac, ll1, host_ll, ll1, node.ep2.ipv6)
+    tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, ra)
+    tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, red)
+    assert poll(lambda: node.drops("forbidden-icmpv6") - before == 2)
+    assert _icmp6_in(node.dp, "RouterAdvertisements") == ra_in
+    assert _icmp6_in(node.dp, "Redirects") == redir_in
+    ev = find_event(node, reason_name="forbidden-icmpv6", src=ll1, dst="ff02::1")
+    assert ev is not None and ev["protocol"] == 58 and ev["endpoint_id"] == ep1.endpoint_id
+
+
+def test_neighbour_discovery_only_for_own_addresses(node: Node) -> None:
+    """NA/NS name the container's own addresses and MAC, or are dropped; genuine ones
+    still reach the node."""
+    ep1, ep2 = node.ep1, node.ep2
+    ll1, host_ll = link_local_from_mac(ep1.mac), link_local_from_mac(ep1.host_mac)
+    other_mac = "02:00:00:00:00:97"
+    drops = node.call("drop_counters")
+    na_in, ns_in = _icmp6_in(node.dp, "NeighborAdvertisements"), _icmp6_in(
+        node.dp, "NeighborSolicits")
+    forged = [
+        tn.neighbour_advert(ep1.mac, ep1.host_mac, ll1, host_ll, ep2.ipv6, ep1.mac),  # IP
+        tn.neighbour_advert(ep1.mac, ep1.host_mac, ll1, host_ll, ep1.ipv6, other_mac),
+        tn.neighbour_solicit(ep1.mac, ep1.host_mac, ll1, host_ll, host_ll, other_mac),
+        tn.neighbour_solicit(ep1.mac, "33:33:ff:00:00:01", "::", "ff02::1:ff00:1",
+                             ep2.ipv6, None),  # duplicate address detection for another's
+    ]
+    for frame in forged:
+        tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, frame)
+
+    def delta(reason: str) -> int:
+        return node.call("drop_counters")[reason] - drops[reason]
+
+    assert poll(lambda: (delta("invalid-source-ip"), delta("invalid-source-mac")) == (2, 2))
+    assert _icmp6_in(node.dp, "NeighborAdvertisements") == na_in
+    assert _icmp6_in(node.dp, "NeighborSolicits") == ns_in
+    ev = find_event(node, reason_name="invalid-source-mac", src=ll1, dst=host_ll)
+    assert ev is not None and ev["protocol"] == 58
+
+    # Genuine ones pass: an advertisement of its own address with its own MAC, and
+    # the node's resolution of ep1 (it pings ep1 with an empty neighbour cache).
+    genuine = tn.neighbour_advert(ep1.mac, ep1.host_mac, ll1, host_ll, ep1.ipv6, ep1.mac)
+    tn.run_in_netns(ep1.netns, tn.send_raw_frame, ep1.ifname, genuine)
+    assert poll(lambda: _icmp6_in(node.dp, "NeighborAdvertisements") == na_in + 1)
+    tn.ip(node.topo.node, "-6", "neigh", "flush", "dev", ep1.host_ifname)
+    assert node.dp.call(tn.ping, ep1.ipv6, 1, 1.0) == 1
+    assert (delta("invalid-source-ip"), delta("invalid-source-mac")) == (2, 2)
 
 
 def test_unknown_l3_is_dropped(node: Node) -> None:

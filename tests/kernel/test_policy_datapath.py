@@ -12,6 +12,7 @@ enforced" at the end.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -299,6 +300,29 @@ def test_icmp_errors_only_from_the_flows_peer(lab: Node, family: str) -> None:
     # An error about nothing at all, from the outside: dropped.
     lab.outside.call(tn.send_icmp_port_unreachable, ep3, ep3, ep2, 1, 53)
     assert poll(lambda: lab.call("drop_counters")["icmp-error-unrelated"] - before == 3)
+
+
+def _neighbour_solicits() -> int:
+    return tn.read_snmp6()["Icmp6InNeighborSolicits"]
+
+
+def test_neighbour_discovery_is_no_way_past_policy(lab: Node) -> None:
+    """ND to another endpoint's address (not for the node) is ordinary ICMPv6: an
+    L4-only ingress policy drops it, from a local endpoint and from the outside."""
+    ep2 = lab.ep(2).ipv6
+    # The node resolves ep2 now, so that its own (legitimate) solicitations are done.
+    assert lab.dp.call(tn.ping, ep2, 1, 1.0) == 1
+    lab.set_policy(2, resolved(ingress=[(0, 80, TCP)]))
+    ns = b"\0" * 4 + socket.inet_pton(socket.AF_INET6, ep2)
+    seen = lab.worker(2).call(_neighbour_solicits)
+    before = lab.drops()
+    lab.worker(1).call(tn.send_icmpv6, ep2, 135, ns)
+    lab.outside.call(tn.send_icmpv6, ep2, 135, ns)
+    assert poll(lambda: lab.drops() - before == 2)
+    assert lab.worker(2).call(_neighbour_solicits) == seen
+    ev = find_event(lab, reason_name="policy-denied", src=lab.ep(1).ipv6, dst=ep2)
+    assert ev is not None and ev["protocol"] == 58
+    assert lab.tcp(1, 2, 80, "ipv6")
 
 
 def test_icmpv6_error_quoting_extension_headers_is_related(lab: Node) -> None:

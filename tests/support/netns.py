@@ -677,6 +677,65 @@ def ipv6_udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, d
     return eth + b"\x86\xdd" + ip6 + body
 
 
+def send_icmpv6(dst: str, icmp_type: int, body: bytes, hop_limit: int = 255) -> None:
+    """One ICMPv6 message (code 0) from this namespace's stack; the kernel picks the
+    source and fills the checksum. ND needs hop limit 255 to be taken as ND."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as sock:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+        sock.sendto(struct.pack("!BBH", icmp_type, 0, 0) + body, (dst, 0))
+
+
+def icmpv6_frame(src_mac: str, dst_mac: str, src: str, dst: str, icmp_type: int, body: bytes,
+                 *, hop_limit: int = 255) -> bytes:
+    """An Ethernet + IPv6 + ICMPv6 frame (code 0, valid checksum); ``body`` is what
+    follows the checksum."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    msg = struct.pack("!BBH", icmp_type, 0, 0) + body
+    pseudo = s + d + struct.pack("!IxxxB", len(msg), socket.IPPROTO_ICMPV6)
+    msg = msg[:2] + struct.pack("!H", inet_checksum(pseudo + msg)) + msg[4:]
+    ip6 = struct.pack("!IHBB", 6 << 28, len(msg), socket.IPPROTO_ICMPV6, hop_limit) + s + d
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", ""))
+    return eth + b"\x86\xdd" + ip6 + msg
+
+
+def nd_lladdr_option(kind: int, mac: str) -> bytes:
+    """A source (1) or target (2) link-layer address option."""
+    return bytes([kind, 1]) + bytes.fromhex(mac.replace(":", ""))
+
+
+def neighbour_advert(src_mac: str, dst_mac: str, src: str, dst: str, target: str,
+                     lladdr: str | None) -> bytes:
+    """A solicited+override Neighbour Advertisement for ``target`` (frame)."""
+    body = struct.pack("!I", 0x60000000) + socket.inet_pton(socket.AF_INET6, target)
+    if lladdr:
+        body += nd_lladdr_option(2, lladdr)
+    return icmpv6_frame(src_mac, dst_mac, src, dst, 136, body)
+
+
+def neighbour_solicit(src_mac: str, dst_mac: str, src: str, dst: str, target: str,
+                      lladdr: str | None) -> bytes:
+    body = b"\0" * 4 + socket.inet_pton(socket.AF_INET6, target)
+    if lladdr:
+        body += nd_lladdr_option(1, lladdr)
+    return icmpv6_frame(src_mac, dst_mac, src, dst, 135, body)
+
+
+def router_advert(src_mac: str, dst_mac: str, src: str, prefix: str) -> bytes:
+    """A Router Advertisement (to all nodes) announcing ``prefix``/64 for SLAAC."""
+    body = struct.pack("!BBHII", 64, 0, 1800, 0, 0)  # hop limit, flags, lifetime, timers
+    body += nd_lladdr_option(1, src_mac)
+    body += struct.pack("!BBBBIII", 3, 4, 64, 0xC0, 86400, 14400, 0)
+    body += socket.inet_pton(socket.AF_INET6, prefix)
+    return icmpv6_frame(src_mac, dst_mac, src, "ff02::1", 134, body)
+
+
+def redirect(src_mac: str, dst_mac: str, src: str, dst: str, target: str,
+             destination: str) -> bytes:
+    body = b"\0" * 4 + socket.inet_pton(socket.AF_INET6, target) + socket.inet_pton(
+        socket.AF_INET6, destination)
+    return icmpv6_frame(src_mac, dst_mac, src, dst, 137, body)
+
+
 def arp_frame(src_mac: str, sender_mac: str, sender_ip: str, target_ip: str,
               *, op: int = 2, dst_mac: str = "ff:ff:ff:ff:ff:ff") -> bytes:
     """An Ethernet ARP frame (op 1 request, 2 reply) with free-form sender fields."""
