@@ -78,6 +78,9 @@ class AgentConfig:
     l7_proxy: bool = _setting(
         True, _bool, "run Envoy for HTTP/gRPC L7 rules (false: L7 ports are enforced at L4)"
     )
+    kafka_proxy: bool = _setting(
+        True, _bool, "run the Kafka proxy for Kafka L7 rules (false: enforced at L4)"
+    )
     log_format: str = _setting("json", _choice("json", "console"), "json or console")
     log_level: str = _setting(
         "info", _choice("debug", "info", "warning", "error"), "minimum log level"

@@ -84,6 +84,13 @@ class Agent:
         self.proxies = ProxyManager(
             self.store, config.state_dir, pools=(config.ipv4_pool, config.ipv6_pool),
             publish=self.events.publish, envoy=None if config.l7_proxy else False)
+        if config.kafka_proxy:
+            from ..proxy.kafka.agent import KafkaAgentProxy
+
+            self.proxies.register("kafka", KafkaAgentProxy(
+                {d: self.proxies.proxy_port("kafka", d) for d in ("ingress", "egress")},
+                self.proxies.pool_prefixes, self.proxies.record,
+                families=[f for f in (4, 6) if self.ipam.enabled(f)]))
         self.register_probe("proxy", self.proxies.health)
         self.policy = PolicyManager(self)
         self.register_probe("datapath", self._datapath_health)

@@ -389,7 +389,7 @@ class PolicyManager:
     # -- trace ---------------------------------------------------------------------------
 
     def trace(self, src: list[str], dst: list[str], dport: str | None,
-              http: HTTPRequest | None = None) -> dict[str, Any]:
+              http: HTTPRequest | None = None, kafka: Any = None) -> dict[str, Any]:
         source, destination = parse_labels(src), parse_labels(dst)
         port, proto = None, Protocol.ANY
         if dport:
@@ -406,7 +406,7 @@ class PolicyManager:
             (*INIT_RULES, *self.repo.rules), source, destination, port=port, protocol=proto,
             mode=EnforcementMode(self.agent.config.enforcement),
             allow_host_ingress=self.agent.config.allow_host_ingress,
-            l7_proxies=self.l7_proxies, http=http,
+            l7_proxies=self.l7_proxies, http=http, kafka=kafka,
         )
         doc = result.to_dict()
         doc["text"] = result.render()

@@ -55,7 +55,33 @@ def delete_policy() -> Any:
 def resolve() -> Any:
     src = _labels_from("source")
     dst = _labels_from("destination")
-    return jsonify(_agent().policy.trace(src, dst, request.args.get("dport"), _http_request()))
+    return jsonify(_agent().policy.trace(src, dst, request.args.get("dport"), _http_request(),
+                                         _kafka_request()))
+
+
+def _kafka_request() -> Any:
+    """``kafka-api-key`` (name or number), ``kafka-api-version``, ``kafka-client-id``,
+    ``kafka-topic`` (repeated): the request to judge against Kafka rules, or None."""
+    from ..policy.kafka import API_KEYS, API_NAMES, KafkaRequestInfo
+
+    args = request.args
+    names = ("kafka-api-key", "kafka-api-version", "kafka-client-id", "kafka-topic")
+    if not any(k in args for k in names):
+        return None
+    key_text = args.get("kafka-api-key", "")
+    if key_text.isdigit() and int(key_text) in API_NAMES:
+        key = int(key_text)
+    elif key_text.lower() in API_KEYS:
+        key = API_KEYS[key_text.lower()]
+    else:
+        raise InvalidInput(f"kafka-api-key: unknown Kafka API key {key_text!r}",
+                           {"kafka-api-key": "a Kafka API name (produce, fetch, ...) or number"})
+    version_text = args.get("kafka-api-version", "0")
+    if not version_text.isdigit() or int(version_text) > 32767:
+        raise InvalidInput(f"kafka-api-version: {version_text!r} is not a version",
+                           {"kafka-api-version": "a number from 0 to 32767"})
+    return KafkaRequestInfo(key, int(version_text), args.get("kafka-client-id"),
+                            tuple(args.getlist("kafka-topic")))
 
 
 def _http_request() -> Any:

@@ -65,6 +65,14 @@ def _ids(ev: dict) -> str:
     return f"{src_text} -> {dst_text}"
 
 
+def _kafka(data: dict) -> str:
+    if data.get("message"):  # the proxy closed the connection
+        return f"closed: {data.get('reason')}: {data.get('message')}"
+    topics = ",".join(data.get("topics") or []) or "-"
+    return (f"{data.get('api-key')} v{data.get('api-version')} client={data.get('client-id')}"
+            f" topics={topics} error={data.get('error-code')}")
+
+
 def format_event(ev: dict) -> str:
     """One line a packet or record: time, what, endpoints and identities, the flow."""
     kind = ev.get("type")
@@ -88,6 +96,8 @@ def format_event(ev: dict) -> str:
         if parser == "http":
             what = (f"{data.get('method')} {data.get('host') or ''}{data.get('path')} "
                     f"-> {data.get('status')}")
+        elif parser == "kafka":
+            what = _kafka(data)
         else:
             what = " ".join(f"{k}={v}" for k, v in sorted(data.items()))
         return (f"{when} <> {parser} {ev.get('verdict')} {ev.get('direction')} {_ids(ev)}: "

@@ -32,6 +32,11 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
     trace.add_argument("--http-path", metavar="PATH")
     trace.add_argument("--http-host", metavar="HOST")
     trace.add_argument("--http-header", action="append", default=[], metavar="'NAME: VALUE'")
+    trace.add_argument("--kafka-api-key", metavar="NAME",
+                       help="judge this Kafka request too (produce, fetch, metadata, ...)")
+    trace.add_argument("--kafka-api-version", metavar="N")
+    trace.add_argument("--kafka-client-id", metavar="ID")
+    trace.add_argument("--kafka-topic", action="append", default=[], metavar="TOPIC")
     trace.set_defaults(func=run_trace)
     wait = psub.add_parser("wait", parents=[parent], help="wait until all endpoints run REVISION")
     wait.add_argument("revision", type=int)
@@ -85,12 +90,18 @@ def run_trace(args: argparse.Namespace, client: AgentClient) -> int:
     params: dict[str, str] = {"source": ",".join(args.src), "destination": ",".join(args.dst)}
     if args.dport:
         params["dport"] = args.dport
-    for name in ("http_method", "http_path", "http_host"):
+    for name in ("http_method", "http_path", "http_host", "kafka_api_key",
+                 "kafka_api_version", "kafka_client_id"):
         if getattr(args, name):
             params[name.replace("_", "-")] = getattr(args, name)
     query: dict[str, object] = dict(params)
     if args.http_header:
         query["http-header"] = args.http_header
+    if args.kafka_topic:
+        query["kafka-topic"] = args.kafka_topic
+    if "kafka-api-key" not in query and (args.kafka_topic or args.kafka_api_version
+                                         or args.kafka_client_id):
+        raise CLIError("a Kafka request needs --kafka-api-key", exit_code=2)
     doc = client.get("/v1/policy/resolve", params=query)
     if args.output == "json":
         print_json(doc)

@@ -96,6 +96,15 @@ class KafkaRequestInfo:
     client_id: str | None = None
     topics: tuple[str | None, ...] = ()
 
+    def __str__(self) -> str:
+        text = f"Kafka {api_name(self.api_key)} v{self.api_version}"
+        if self.client_id:
+            text += f" from client {self.client_id!r}"
+        if self.topics:
+            names = ", ".join("(topic id)" if t is None else t for t in _unique(self.topics))
+            text += f" on topic(s) {names}"
+        return text
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledKafkaRule:

@@ -16,6 +16,7 @@ from typing import Any
 
 from cilium_py.labels import LabelSet, reserved_label
 
+from .kafka import KafkaPolicy, KafkaRequestInfo
 from .l4 import Protocol
 from .l7 import HTTPRequest, L7Rules
 from .resolve import EnforcementMode
@@ -166,6 +167,7 @@ def trace_policy(
     allow_host_ingress: bool = True,
     l7_proxies: Collection[str] = (),
     http: HTTPRequest | None = None,
+    kafka: KafkaRequestInfo | None = None,
 ) -> TraceResult:
     """Trace ``source`` -> ``destination`` (optionally to ``port``/``protocol``).
 
@@ -173,11 +175,12 @@ def trace_policy(
     ``toPorts`` are shown as not evaluated. Protocol ``ANY`` asks whether some protocol
     on the port is allowed. ``l7_proxies`` names the running proxies, as for
     :func:`~.resolve.resolve_policy`, so the trace says where L7 rules are enforced.
-    With ``http``, ports with HTTP rules are judged for that request as the proxy would.
+    With ``http``, ports with HTTP rules are judged for that request as the proxy would;
+    with ``kafka``, ports with Kafka rules likewise.
     """
     mode = EnforcementMode(mode)
     protocol = Protocol(protocol)
-    options = (port, protocol, mode, allow_host_ingress, frozenset(l7_proxies), http)
+    options = (port, protocol, mode, allow_host_ingress, frozenset(l7_proxies), http, kafka)
     ingress = _trace_direction(Direction.INGRESS, rules, destination, source, *options)
     egress = _trace_direction(Direction.EGRESS, rules, source, destination, *options)
     return TraceResult(source, destination, port, protocol, ingress, egress)
@@ -194,6 +197,7 @@ def _trace_direction(
     allow_host_ingress: bool,
     l7_proxies: frozenset[str],
     http: HTTPRequest | None = None,
+    kafka: KafkaRequestInfo | None = None,
 ) -> DirectionTrace:
     selected = [
         RuleTrace(i, rule)
@@ -248,6 +252,16 @@ def _trace_direction(
                           f"rule allows {http}: the proxy answers 403", merged)
         return result(allowed, f"Found allow rule with {parsers} rules ({where}); {http} is "
                       f"allowed by http rule {hit.to_dict() or '{}'}", merged)
+    if kafka is not None and merged.kafka is not None:
+        verdict = KafkaPolicy.build(merged.kafka).check(kafka)
+        head = f"Found allow rule with {parsers} rules ({where}); {kafka}"
+        if not verdict.allowed:
+            return result(
+                denied, f"{head} is denied ({verdict.reason}): the proxy answers error "
+                f"{29 if kafka.topics else 'authorization'}", merged)
+        rules = ", ".join(str(merged.kafka[i].to_dict() or "{}") for i in verdict.rules)
+        return result(allowed, f"{head} is allowed ({verdict.reason}) by kafka rule(s) "
+                      f"{rules}", merged)
     return result(allowed, f"Found allow rule with {parsers} rules ({where})", merged)
 
 

@@ -54,6 +54,7 @@ class ProxyManager:
             if pool:
                 net = ipaddress.ip_network(pool, strict=False)
                 pool_prefixes.append((str(net.network_address), net.prefixlen))
+        self.pool_prefixes = list(pool_prefixes)
         if envoy is None:
             envoy = envoy_available()
         if envoy:

@@ -105,7 +105,7 @@ def lab():
     agent = None
     try:
         node = make("cpyt-node")
-        agent = start_agent(node, work, bpf_root)
+        agent = start_agent(node, work, bpf_root, "--kafka-proxy", "false")
         eps = {}
         for name, labels in ENDPOINTS.items():
             ns = make("cpyt-ep")
@@ -418,7 +418,8 @@ def test_to_entities_host_covers_node_addresses(clean) -> None:
 
 
 def test_l7_rules_enforced_at_l4_and_said_so(clean) -> None:
-    # Kafka rules: no Kafka proxy yet (HTTP rules go through Envoy, test_l7_policy.py).
+    # Kafka rules with the Kafka proxy off (this module runs its agent with
+    # --kafka-proxy false; the proxy itself: test_kafka_policy.py).
     clean.apply([server_rule([{
         "fromEndpoints": [{"matchLabels": {"app": "client"}}],
         "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}],

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import functools
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 from cilium_py.policy.kafka import KafkaPolicy, KafkaVerdict
 
+from ...logs import get_logger
+from ..records import L7Record
 from . import records
 from .parser import (
     API_VERSIONS,
@@ -50,14 +52,14 @@ from .responses import (
 )
 from .responses import unsupported_version_response as unsupported_answer
 
-log = logging.getLogger("cilium_py.proxy.kafka")
+log = get_logger("kafka-proxy")
 
 READ_SIZE = 256 * 1024
 #: Requests read ahead of their answers; past this the proxy stops reading the client.
 MAX_PENDING = 256
 CONNECT_TIMEOUT = 10.0
 
-RecordSink = Callable[[dict[str, Any]], None]
+RecordSink = Callable[[L7Record], None]
 
 
 @dataclass
@@ -72,7 +74,11 @@ class Flow:
     info: FlowInfo
     upstream: tuple[str, int]
     policy: Callable[[], KafkaPolicy | None]
-    bind: tuple[str, int] | None = None  # local address for the upstream connection
+    #: Upstream from the client's own address (IP_TRANSPARENT bind), so the
+    #: destination's policy sees the client's identity, not the node's.
+    transparent: bool = False
+    #: SO_MARK of the upstream socket (the datapath's from-proxy marks).
+    mark: int | None = None
 
 
 class FlowResolver(Protocol):
@@ -114,15 +120,19 @@ class KafkaProxy:
         #: The brokers each upstream last listed (for denied Metadata requests).
         self.clusters: dict[tuple[str, int], ClusterInfo] = {}
 
-    async def listen(self, host: str, port: int, **kwargs: Any) -> tuple[str, int]:
+    async def listen(
+        self, host: str, port: int, resolver: FlowResolver | None = None, **kwargs: Any
+    ) -> tuple[str, int]:
         """Bind and serve; returns the bound address (port 0 picks one)."""
-        server = await asyncio.start_server(self._accept, host, port, **kwargs)
+        accept = functools.partial(self._accept, resolver or self.resolver)
+        server = await asyncio.start_server(accept, host, port, **kwargs)
         self._servers.append(server)
         return server.sockets[0].getsockname()[:2]
 
-    async def serve_socket(self, sock: socket.socket) -> None:
+    async def serve_socket(self, sock: socket.socket, resolver: FlowResolver | None = None) -> None:
         """Serve an already bound, listening socket (e.g. a transparent one)."""
-        server = await asyncio.start_server(self._accept, sock=sock)
+        accept = functools.partial(self._accept, resolver or self.resolver)
+        server = await asyncio.start_server(accept, sock=sock)
         self._servers.append(server)
 
     async def close(self) -> None:
@@ -137,18 +147,23 @@ class KafkaProxy:
             await asyncio.gather(*self._conns, return_exceptions=True)
         self._servers.clear()
 
-    def _emit(self, rec: dict[str, Any]) -> None:
+    def _emit(self, rec: L7Record) -> None:
         try:
             self.record(rec)
         except Exception:  # a broken monitor must not break proxying
             log.exception("kafka proxy: monitor record sink failed")
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self,
+        resolver: FlowResolver,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
         try:
-            await self._connection(reader, writer)
+            await self._connection(resolver, reader, writer)
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -160,20 +175,23 @@ class KafkaProxy:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(
+        self, resolver: FlowResolver, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         client = writer.get_extra_info("peername")[:2]
         local = writer.get_extra_info("sockname")[:2]
-        flow = self.resolver.resolve(client, local)
+        try:
+            flow = resolver.resolve(client, local)
+        except Exception:  # fail closed: no policy, no connection
+            log.exception("kafka proxy: resolving %s -> %s failed", client, local)
+            flow = None
         if flow is None:
             self.stats.refused += 1
             log.warning("kafka proxy: no flow for %s -> %s, closing", client, local)
             return
         _tune(writer)
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*flow.upstream, local_addr=flow.bind),
-                CONNECT_TIMEOUT,
-            )
+            up_reader, up_writer = await asyncio.wait_for(_open_upstream(flow), CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             self.stats.errors += 1
             log.warning("kafka proxy: cannot reach %s:%s: %s", *flow.upstream, exc)
@@ -188,6 +206,56 @@ class KafkaProxy:
             up_writer.close()
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
+
+
+IP_TRANSPARENT = 19
+IPV6_TRANSPARENT = 75
+SO_MARK = 36
+
+
+async def _open_upstream(flow: Flow) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the flow's upstream, from the client's address when transparent."""
+    if not flow.transparent and flow.mark is None:
+        return await asyncio.open_connection(*flow.upstream)
+    host, port = flow.upstream
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if flow.mark is not None:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, flow.mark)
+        if flow.transparent:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
+            sock.bind((flow.info.source.address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+def transparent_listener(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening socket that accepts connections the datapath assigned to it,
+    whatever their destination (IP_TRANSPARENT on the wildcard address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _tune(writer: asyncio.StreamWriter) -> None:
@@ -380,22 +448,14 @@ def static_resolver(
     upstream: tuple[str, int],
     policy: KafkaPolicy | Callable[[], KafkaPolicy | None],
     *,
-    source_identity: int | None = None,
-    destination_identity: int | None = None,
     direction: str = "ingress",
-    endpoint: str | None = None,
 ) -> FlowResolver:
     """Every connection goes to ``upstream`` under one policy: for tests and benches."""
     lookup = policy if callable(policy) else (lambda: policy)
 
     class _Static:
         def resolve(self, client: tuple[str, int], local: tuple[str, int]) -> Flow:
-            info = FlowInfo(
-                Peer(client[0], client[1], source_identity),
-                Peer(upstream[0], upstream[1], destination_identity),
-                direction,
-                endpoint,
-            )
+            info = FlowInfo(Peer(client[0], client[1]), Peer(*upstream), direction)
             return Flow(info, upstream, lookup)
 
     return _Static()

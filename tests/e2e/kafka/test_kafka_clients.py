@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import kafka.errors
 import pytest
@@ -25,11 +24,11 @@ from cilium_py.policy import Protocol, parse_policy, trace_policy
 from cilium_py.policy.kafka import KafkaPolicy
 from cilium_py.proxy.kafka.proxy import KafkaProxy, static_resolver
 from cilium_py.proxy.kafka.runner import ProxyThread
+from cilium_py.proxy.records import L7Record
 from tests.support import kafka_starwars as sw
 from tests.support.kafka_broker import KafkaBroker
 
 RULES = parse_policy(sw.POLICY)
-IDENTITIES = {sw.HQ: 1001, sw.OUTPOST: 1002, sw.BACKUP: 1003, "container:app=rebel": 1004}
 
 
 def _policy_for(labels: str) -> KafkaPolicy | None:
@@ -47,11 +46,11 @@ def _policy_for(labels: str) -> KafkaPolicy | None:
 
 
 class Empire:
-    """The broker, and one proxy listener per client identity."""
+    """The broker, and one proxy listener per client identity (by labels)."""
 
     def __init__(self, broker: KafkaBroker) -> None:
         self.broker = broker
-        self.records: list[dict[str, Any]] = []
+        self.records: dict[str, list[L7Record]] = {}
         self._threads: list[ProxyThread] = []
         self._addresses: dict[str, tuple[str, int]] = {}
 
@@ -59,11 +58,10 @@ class Empire:
         """Bootstrap address for a client with ``labels`` (and advertise it)."""
         if labels not in self._addresses:
             policy = _policy_for(labels)
+            self.records[labels] = []
             proxy = KafkaProxy(
-                static_resolver(
-                    self.broker.address, lambda p=policy: p, source_identity=IDENTITIES[labels]
-                ),
-                self.records.append,
+                static_resolver(self.broker.address, lambda p=policy: p),
+                self.records[labels].append,
             )
             thread = ProxyThread(proxy).start()
             self._threads.append(thread)
@@ -74,9 +72,9 @@ class Empire:
 
     def verdicts(self, identity: str, api_key: str) -> list[tuple[str, tuple[str, ...]]]:
         return [
-            (r["verdict"], tuple(r["kafka"]["topics"]))
-            for r in self.records
-            if r["source"]["identity"] == IDENTITIES[identity] and r["kafka"]["api-key"] == api_key
+            (r.verdict, tuple(r.fields["topics"]))
+            for r in self.records.get(identity, ())
+            if r.fields["api-key"] == api_key
         ]
 
     def close(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from kafka.protocol.consumer import (
@@ -26,6 +25,7 @@ from cilium_py.policy import KafkaRule
 from cilium_py.policy.kafka import KafkaPolicy
 from cilium_py.proxy.kafka.proxy import KafkaProxy, static_resolver
 from cilium_py.proxy.kafka.runner import ProxyThread
+from cilium_py.proxy.records import L7Record
 from tests.support.kafka_broker import KafkaBroker
 from tests.support.kafka_strategies import frame
 
@@ -60,7 +60,7 @@ class Policy:
 class Setup:
     def __init__(self, broker: KafkaBroker, proxy: KafkaProxy, address: tuple[str, int]) -> None:
         self.broker, self.proxy, self.address = broker, proxy, address
-        self.records: list[dict[str, Any]] = []
+        self.records: list[L7Record] = []
 
     def connect(self) -> Conn:
         return Conn(socket.create_connection(self.address, timeout=5))
@@ -109,9 +109,9 @@ def policy() -> Policy:
 @pytest.fixture
 def setup(policy: Policy) -> Iterator[Setup]:
     with KafkaBroker(topics=["allowed", "secret"]) as broker:
-        records: list[dict[str, Any]] = []
+        records: list[L7Record] = []
         proxy = KafkaProxy(
-            static_resolver(broker.address, policy, source_identity=4242), records.append
+            static_resolver(broker.address, policy), records.append
         )
         with ProxyThread(proxy) as thread:
             address = thread.listen("127.0.0.1", 0)
@@ -169,7 +169,7 @@ def test_answers_stay_in_request_order(setup: Setup) -> None:
     resp = FetchResponse.decode(answers[3], version=11, header=True, framed=True)
     assert [p.error_code for t in resp.responses for p in t.partitions] == [29]
     assert setup.broker.messages("allowed") == 1 and setup.broker.messages("secret") == 0
-    verdicts = [(r["kafka"]["api-key"], r["verdict"]) for r in setup.records]
+    verdicts = [(r.fields["api-key"], r.verdict) for r in setup.records]
     assert verdicts == [
         ("metadata", "forwarded"),
         ("produce", "denied"),
@@ -179,10 +179,11 @@ def test_answers_stay_in_request_order(setup: Setup) -> None:
         ("fetch", "forwarded"),
     ]
     denied_produce = setup.records[1]
-    assert denied_produce["kafka"]["topics"] == ["secret"]
-    assert denied_produce["kafka"]["client-id"] == "hq"
-    assert denied_produce["kafka"]["error-code"] == 29
-    assert denied_produce["source"]["identity"] == 4242
+    assert denied_produce.fields["topics"] == ["secret"]
+    assert denied_produce.fields["client-id"] == "hq"
+    assert denied_produce.fields["error-code"] == 29
+    assert denied_produce.parser == "kafka" and denied_produce.source == "127.0.0.1"
+    assert denied_produce.destination_port == setup.broker.port
     conn.close()
 
 
@@ -216,8 +217,8 @@ def test_bad_frame_closes_only_that_connection(setup: Setup, garbage: bytes, rea
     assert bad.closed()
     good.send(_produce("allowed", 2))
     assert _produce_errors(good.recv()) == [0]
-    errors = [r for r in setup.records if r["verdict"] == "error"]
-    assert [e["reason"] for e in errors] == [reason]
+    errors = [r for r in setup.records if r.verdict == "error"]
+    assert [e.fields["reason"] for e in errors] == [reason]
     assert setup.proxy.stats.errors == 1
     # The server still accepts new connections.
     fresh = setup.connect()
@@ -235,7 +236,7 @@ def test_policy_change_applies_to_open_connections(setup: Setup, policy: Policy)
     policy.current = None  # the port no longer has Kafka rules for this peer
     conn.send(_produce("allowed", 3))
     assert _produce_errors(conn.recv()) == [29]
-    assert setup.records[-1]["reason"] == "no Kafka policy applies"
+    assert setup.records[-1].fields["reason"] == "no Kafka policy applies"
 
 
 def test_api_versions_through_the_proxy_are_narrowed(setup: Setup) -> None:
@@ -273,17 +274,17 @@ def test_broker_that_breaks_the_protocol_closes_the_client(setup: Setup) -> None
     setup.broker.broker.handle = wrong  # type: ignore[union-attr,method-assign]
     conn.send(_produce("allowed", 2))
     assert conn.closed()
-    assert setup.records[-1]["verdict"] == "error"
-    assert "correlation id" in setup.records[-1]["message"]
+    assert setup.records[-1].verdict == "error"
+    assert "correlation id" in setup.records[-1].fields["message"]
 
 
 def test_unreachable_broker_closes_the_client() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()
-    records: list[dict[str, Any]] = []
+    records: list[L7Record] = []
     proxy = KafkaProxy(static_resolver(dead, lambda: KafkaPolicy.build(())), records.append)
     with ProxyThread(proxy) as thread:
         conn = Conn(socket.create_connection(thread.listen("127.0.0.1", 0), timeout=5))
         assert conn.closed()
-    assert records and records[0]["reason"] == "upstream"
+    assert records and records[0].fields["reason"] == "upstream"

@@ -42,7 +42,7 @@ def _error_codes(value: Any, in_topic: bool = False) -> list[tuple[bool, int]]:
     out: list[tuple[bool, int]] = []
     struct = value._struct
     fields = [f for f in struct.fields.values() if f.for_version_q(value.version)]
-    here = in_topic or any(f._entity_type == "topicName" for f in fields)
+    here = in_topic or any(f._entity_type == "topicName" or f.name == "topic_id" for f in fields)
     for f in fields:
         v = getattr(value, f.name)
         if f.name == "error_code":
