@@ -155,18 +155,51 @@ class KafkaVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class _Match:
+    """What the rules say about one (API key, version, client id), precomputed."""
+
+    rules: tuple[int, ...]  # indexes of the matching rules
+    any_topic: int | None  # first matching rule without ``topic``
+    by_topic: dict[str, int]  # topic -> first matching rule naming it
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaPolicy:
-    """The Kafka rules that apply to one (peer identity, port, direction)."""
+    """The Kafka rules that apply to one (peer identity, port, direction).
+
+    Checks are memoised per (API key, version, client id): a client sends the same
+    few kinds of request again and again, so a check costs two dict lookups plus
+    one per topic, however many rules there are.
+    """
 
     rules: tuple[CompiledKafkaRule, ...] = field(default=())
+    _memo: dict[tuple[int, int, str | None], _Match] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, rules: Iterable[KafkaRule]) -> KafkaPolicy:
         return cls(tuple(CompiledKafkaRule.compile(r) for r in rules))
 
+    def _match(self, req: KafkaRequestInfo) -> _Match:
+        key = (req.api_key, req.api_version, req.client_id)
+        found = self._memo.get(key)
+        if found is None:
+            hits = tuple(i for i, r in enumerate(self.rules) if r.matches_request(req))
+            any_topic = next((i for i in hits if self.rules[i].topic is None), None)
+            by_topic: dict[str, int] = {}
+            for i in hits:
+                topic = self.rules[i].topic
+                if topic is not None:
+                    by_topic.setdefault(topic, i)
+            if len(self._memo) > 1024:  # a client cycling client ids: keep it bounded
+                self._memo.clear()
+            found = self._memo[key] = _Match(hits, any_topic, by_topic)
+        return found
+
     def check(self, req: KafkaRequestInfo) -> KafkaVerdict:
-        matching = [(i, r) for i, r in enumerate(self.rules) if r.matches_request(req)]
-        if not matching:
+        match = self._match(req)
+        if not match.rules:
             return KafkaVerdict(
                 False,
                 denied_topics=_unique(req.topics),
@@ -174,15 +207,11 @@ class KafkaPolicy:
                 + (f" from client {req.client_id!r}" if req.client_id else ""),
             )
         if not req.topics:
-            return KafkaVerdict(True, rules=(matching[0][0],), reason="request names no topic")
-        for i, r in matching:
-            if r.topic is None:
-                return KafkaVerdict(True, rules=(i,), reason="rule allows any topic")
+            return KafkaVerdict(True, rules=(match.rules[0],), reason="request names no topic")
+        if match.any_topic is not None:
+            return KafkaVerdict(True, rules=(match.any_topic,), reason="rule allows any topic")
+        by_topic = match.by_topic
         wanted = _unique(req.topics)
-        by_topic: dict[str, int] = {}
-        for i, r in matching:
-            if r.topic is not None:
-                by_topic.setdefault(r.topic, i)
         denied = tuple(t for t in wanted if t is None or t not in by_topic)
         if denied:
             shown = ", ".join("(topic id)" if t is None else t for t in denied)

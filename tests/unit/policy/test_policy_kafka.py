@@ -209,3 +209,12 @@ def test_topic_named_only_by_id_needs_a_rule_without_topic() -> None:
 def test_denied_request_lists_all_its_topics_when_no_rule_matches() -> None:
     verdict = _policy({"role": "consume"}).check(_req(PRODUCE, "a", "b", "a"))
     assert not verdict.allowed and verdict.denied_topics == ("a", "b")
+
+
+def test_keys_match_in_any_case() -> None:
+    assert _rules({"Role": "Produce", "TOPIC": "a", "ApiVersion": "3", "clientid": "x"}) == (
+        KafkaRule(role="produce", topic="a", api_version="3", client_id="x"),
+    )
+    with pytest.raises(PolicyValidationError) as info:
+        parse_policy(_doc({"ROLE": "produce", "apikey": "fetch"}))
+    assert any("cannot be combined" in m for m in info.value.fields.values())
