@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,6 +48,11 @@ INIT_RULES = parse_policy([{
     "description": "built-in: endpoints with unknown labels reach only the host",
 }])
 
+# Each rule is its own key, named by the revision that added it and its place in that
+# import, so keys sort in rule order and an import or delete writes only what changed
+# (not the whole list, which grew with every import). RULES_KEY is the old whole-list
+# key, read once to migrate.
+RULE_PREFIX = "cilium-py/policy/rule/"
 RULES_KEY = "cilium-py/policy/rules"
 REVISION_KEY = "cilium-py/policy/revision"
 CIDR_USER = "policy-cidr"
@@ -71,6 +77,7 @@ class PolicyManager:
         self.resolved: dict[str, ResolvedPolicy] = {}
         self._node_addrs: list[str] = []
         self._l7_proxies: tuple[str, ...] | None = None
+        self._rule_keys: list[str] = []  # store key of each rule, in repository order
 
     @property
     def l7_proxies(self) -> tuple[str, ...]:
@@ -87,10 +94,11 @@ class PolicyManager:
     # -- persistence -------------------------------------------------------------------
 
     def load(self) -> None:
-        kv = self.store.get(RULES_KEY)
         rev = self.store.get(REVISION_KEY)
-        if kv is not None:
-            rules = parse_policy(json.loads(kv.value))
+        stored_rules = self._stored_rules()
+        self._rule_keys = [key for key, _ in stored_rules]
+        rules = [rule for _, rule in stored_rules]
+        if stored_rules or rev is not None:
             stored = int(rev.value) if rev else 1
             # replace_all bumps the revision: start one below so the repository runs
             # exactly the stored revision (other nodes compare against it).
@@ -100,6 +108,36 @@ class PolicyManager:
             log.info("policy restored", extra={"fields": {
                 "rules": len(rules), "revision": self.repo.revision}})
         self._sync_cidr_identities()
+
+    def _stored_rules(self) -> list[tuple[str, Any]]:
+        """(key, rule) in rule order, migrating a whole-list RULES_KEY on the way."""
+        entries = sorted(self.store.list(RULE_PREFIX), key=lambda kv: kv.key)
+        if not entries:
+            legacy = self.store.get(RULES_KEY)
+            if legacy is None:
+                return []
+            rules = parse_policy(json.loads(legacy.value))
+            rev = self.store.get(REVISION_KEY)
+            keys = self._store_rules(rules, int(rev.value) if rev else 1)
+            self.store.delete(RULES_KEY)
+            log.info("policy moved to one key per rule", extra={"fields": {
+                "rules": len(rules)}})
+            return list(zip(keys, rules, strict=True))
+        # One rule per key: parse them as one document (one validation pass).
+        document = [json.loads(kv.value)[0] for kv in entries]
+        return list(zip((kv.key for kv in entries), parse_policy(document), strict=True))
+
+    def _store_rules(self, rules: Iterable[Any], revision: int) -> list[str]:
+        """Write each rule under a new key; a key taken by another node gets a suffix."""
+        keys = []
+        for place, rule in enumerate(rules):
+            key = f"{RULE_PREFIX}{revision:012d}-{place:05d}"
+            value = json.dumps([rule.to_dict()]).encode()
+            if not self.store.create(key, value):
+                key = f"{key}-{uuid.uuid4().hex[:8]}"
+                self.store.put(key, value)
+            keys.append(key)
+        return keys
 
     def reload_if_newer(self) -> bool:
         """Take up rules another node wrote to the shared store; True when they changed."""
@@ -112,8 +150,7 @@ class PolicyManager:
             "revision": self.repo.revision}})
         return True
 
-    def _persist(self) -> None:
-        self.store.put(RULES_KEY, json.dumps(self.repo.to_json()).encode())
+    def _persist_revision(self) -> None:
         self.store.put(REVISION_KEY, str(self.repo.revision).encode())
 
     # -- changes -------------------------------------------------------------------------
@@ -134,7 +171,8 @@ class PolicyManager:
             raise InvalidInput(f"invalid policy: {summary}", dict(exc.fields)) from exc
         with self._lock:
             revision = self.repo.add(rules)
-            self._persist()
+            self._rule_keys.extend(self._store_rules(rules, revision))
+            self._persist_revision()
             self._sync_cidr_identities()
             for rule in rules:
                 for port in self._l7_ports(rule):
@@ -165,10 +203,14 @@ class PolicyManager:
     def delete(self, labels: Iterable[str]) -> tuple[int, int]:
         query = parse_label_query(labels)
         with self._lock:
+            gone = {index for index, _ in self.repo.search(query)}
             result = self.repo.delete(query)
             if not result.deleted:
                 raise NotFound("no policy rule has these labels", {"labels": ",".join(labels)})
-            self._persist()
+            for index in sorted(gone):
+                self.store.delete(self._rule_keys[index])
+            self._rule_keys = [k for i, k in enumerate(self._rule_keys) if i not in gone]
+            self._persist_revision()
             self._sync_cidr_identities()
         self.agent.events.publish({"type": "agent", "message": "policy-deleted",
                                    "revision": result.revision, "deleted": result.deleted})
