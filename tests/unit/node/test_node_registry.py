@@ -121,14 +121,14 @@ def test_etcd_restart_loses_nothing_and_view_resyncs() -> None:
         a.publish({"10.222.5.9/32": 500})
         until(lambda: "10.222.5.9/32" in b.remote_ipcache())
         server.stop()
-        until(lambda: not b.connected or not a.connected, 10)
+        until(lambda: not b.connected or not a.connected, 30)
         # The last known view stays in force while etcd is away.
         assert b.remote_ipcache()["10.222.5.9/32"] == 500
         server.start()
         a.publish({"10.222.5.10/32": 501})
-        until(lambda: b.remote_ipcache().get("10.222.5.10/32") == 501, 15)
+        until(lambda: b.remote_ipcache().get("10.222.5.10/32") == 501, 45)
         assert b.remote_ipcache()["10.222.5.9/32"] == 500
-        until(lambda: a.connected and b.connected, 10)
+        until(lambda: a.connected and b.connected, 30)
         assert b.outages >= 1 and b.status()["connected"] is True
     finally:
         a.stop()
