@@ -25,7 +25,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_NEWQDISC, RTM_NEWTFILTER
 from pyroute2.netlink.rtnl.tcmsg import tcmsg
 
-from ..endpoint import nlbatch
+from ..netlink import nlbatch
 
 Direction = Literal["ingress", "egress"]
 

@@ -48,7 +48,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from ..endpoint.nlbatch import RtnlSocket
+from ..netlink.nlbatch import RtnlSocket
 from . import attach, bpfsys
 from .conntrack import ct_row
 from .endpoint import EndpointDatapathInfo, numeric_endpoint_id

@@ -16,7 +16,7 @@ import ipaddress
 from typing import Any
 
 from ..errors import Conflict
-from . import nlbatch
+from ..netlink import nlbatch
 from .naming import host_ifname
 from .plumbing import LinkInfo, configure_host_side, write_sysctl
 

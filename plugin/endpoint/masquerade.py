@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInput, Unavailable
-from .netlink import PlumbingError
+from ..netlink.rtnl import PlumbingError
 
 NAT_CHAIN = "CILIUM_PY_POSTROUTING"
 FORWARD_CHAIN = "CILIUM_PY_FORWARD"

@@ -22,7 +22,7 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 
 from ..errors import InvalidInput
-from .nlbatch import RtnlSocket
+from ..netlink.nlbatch import RtnlSocket
 
 T = TypeVar("T")
 

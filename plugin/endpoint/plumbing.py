@@ -23,9 +23,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from ..errors import Conflict, InvalidInput, NotFound
-from . import nlbatch
-from .naming import HOST_PREFIX, MAX_IFNAME, check_ifname, host_ifname
-from .netlink import (
+from ..netlink import nlbatch
+from ..netlink.rtnl import (
     PlumbingError,
     addresses_of,
     find_link,
@@ -36,6 +35,7 @@ from .netlink import (
     neighbours_on,
     routes_via,
 )
+from .naming import HOST_PREFIX, MAX_IFNAME, check_ifname, host_ifname
 from .netns import NetnsHandle, netns_alive
 
 __all__ = [

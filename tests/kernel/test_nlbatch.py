@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cilium_py.endpoint import nlbatch
+from cilium_py.netlink import nlbatch
 from tests.kernel.test_plumbing import catching
 from tests.support import netns as tn
 

@@ -37,7 +37,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from .netlink import IFF_UP, MISSING, NUD_PERMANENT, RT_SCOPE_LINK, RT_TABLE_MAIN, kernel_step
+from .rtnl import IFF_UP, MISSING, NUD_PERMANENT, RT_SCOPE_LINK, RT_TABLE_MAIN, kernel_step
 
 CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 REPLACE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE

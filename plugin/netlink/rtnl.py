@@ -1,4 +1,4 @@
-"""Small pyroute2 helpers shared by the plumbing: message decoding and error mapping.
+"""Small pyroute2 helpers for the endpoint plumbing and the datapath: decoding, errors.
 
 Kept apart from ``plumbing.py`` so that the functions the agent calls read as a
 sequence of steps, and so every kernel error reaches callers as one of the
