@@ -1,79 +1,19 @@
-"""Serving the API with gunicorn on the agent's unix socket.
+"""Serving the agent's API with gunicorn on the agent's unix socket.
 
-One worker process with threads: the worker *is* the agent (it owns the store handle,
-the datapath and in-memory caches), so state is never split between processes. The
-master only supervises; if the worker dies it is restarted and restores its state from
-the store and the pinned BPF maps, like any agent restart.
+The serving itself is :class:`~cilium_py.unixserver.UnixSocketServer` (one gthread
+worker that *is* the agent); this module holds only what is the agent's own: its
+process name and the socket directory's mode.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable
-from typing import Any
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.glogging import Logger as GunicornLogger
-
-from ..logs import get_logger
-
-log = get_logger("server")
+from ..unixserver import UnixSocketServer
 
 
-class _QuietGunicornLogger(GunicornLogger):
-    """Keep gunicorn's messages in our structured handler instead of its own."""
-
-    def setup(self, cfg: Any) -> None:  # noqa: D401 - gunicorn hook
-        ours = list(logging.getLogger("gunicorn.error").handlers)
-        super().setup(cfg)
-        if ours:
-            self.error_log.handlers[:] = ours
-            self.error_log.propagate = False
-
-
-class AgentServer(BaseApplication):
-    def __init__(
-        self,
-        app_factory: Callable[[], Any],
-        socket_path: str,
-        threads: int,
-        on_exit: Callable[[], None] | None = None,
-    ) -> None:
-        self._factory = app_factory
-        self._socket = socket_path
-        self._threads = threads
-        self._on_exit = on_exit
-        super().__init__()
-
-    def load_config(self) -> None:
-        on_exit = self._on_exit
-
-        def worker_exit(server: Any, worker: Any) -> None:
-            if on_exit is not None:
-                on_exit()
-
-        settings = {
-            "bind": f"unix:{self._socket}",
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": self._threads,
-            "umask": 0o117,  # socket mode 0660
-            "timeout": 120,
-            "graceful_timeout": 10,
-            "keepalive": 5,
-            "accesslog": None,
-            "errorlog": "-",
-            "logger_class": _QuietGunicornLogger,
-            "proc_name": "cilium-py-agent",
-            "worker_exit": worker_exit,
-            "preload_app": False,
-        }
-        for key, value in settings.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        return self._factory()
+class AgentServer(UnixSocketServer):
+    proc_name = "cilium-py-agent"
 
 
 def prepare_socket_dir(socket_path: str) -> None:

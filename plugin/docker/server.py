@@ -1,33 +1,27 @@
 """Serving the driver with gunicorn on dockerd's plugin socket.
 
-It reuses the agent's :class:`~cilium_py.agent.server.AgentServer` (one gthread worker:
-the driver's state and its lock live in one process) and changes only what differs: the
-process name and the socket's mode. dockerd discovers the plugin by the socket's path
-alone (``/run/docker/plugins/<name>.sock``), so nothing else needs configuring.
+It is :class:`~cilium_py.unixserver.UnixSocketServer`, as the agent's API is (one gthread
+worker: the driver's state and its lock live in one process), with only what differs: the
+process name, the socket's mode and a shorter timeout. dockerd discovers the plugin by
+the socket's path alone (``/run/docker/plugins/<name>.sock``), so nothing else needs
+configuring.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
 
-from ..agent.server import AgentServer
+from ..unixserver import UnixSocketServer
 
 DEFAULT_PLUGIN_SOCKET = "/run/docker/plugins/cilium-py.sock"
 
 
-class PluginServer(AgentServer):
-    def __init__(self, app_factory: Callable[[], Any], socket_path: str, threads: int) -> None:
-        super().__init__(app_factory, socket_path, threads)
-
-    def load_config(self) -> None:
-        super().load_config()
-        self.cfg.set("proc_name", "cilium-py-docker")
-        # dockerd (root) is the only client; keep the socket root-only.
-        self.cfg.set("umask", 0o177)
-        # A libnetwork call blocks a container start: fail fast rather than hang.
-        self.cfg.set("timeout", 60)
+class PluginServer(UnixSocketServer):
+    proc_name = "cilium-py-docker"
+    # dockerd (root) is the only client; keep the socket root-only.
+    umask = 0o177
+    # A libnetwork call blocks a container start: fail fast rather than hang.
+    timeout = 60
 
 
 def prepare_plugin_socket(socket_path: str) -> None:
