@@ -21,11 +21,11 @@ from ..identity import IdentityAllocator
 from ..ipam import IPAM
 from ..logs import get_logger
 from ..metrics import AgentMetrics, NullMetrics
+from ..monitor.hub import EventHub
 from ..node.cluster import ClusterNode, is_cluster_store
 from ..proxy.manager import ProxyManager
 from ..store import EtcdTLS, Store, open_store
 from . import prereqs
-from .monitor import EventHub
 from .policy_manager import PolicyManager
 
 log = get_logger("agent")

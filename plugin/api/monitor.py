@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
-from ..agent.monitor import Filter
 from ..errors import InvalidInput
+from ..monitor.hub import Filter
 
 bp = Blueprint("monitor", __name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cilium_py.agent.monitor import QUEUE_SIZE, EventHub, Filter
+from cilium_py.monitor.hub import QUEUE_SIZE, EventHub, Filter
 
 
 def drop(src: str, dst: str, ids: tuple[int, int] = (256, 257)) -> dict:
