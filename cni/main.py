@@ -40,13 +40,16 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
         # Errors, even about the environment, are worded in the config's version.
         cni_version = peek_version(stdin)
     try:
-        env = read_environment(environ)
-        log.configure(log.path, "info", command=command, container=env.container_id,
-                      ifname=env.ifname)
         if command == "VERSION":
+            # VERSION needs nothing but the command: libcni's probe (run by CRI-O and
+            # podman before they use a network) sets CNI_NETNS=dummy and other dummies,
+            # which must not fail the probe and so hide the network.
             requested = peek_version(stdin) if stdin.strip() else None
             _emit(out, version.version_info(requested))
             return 0
+        env = read_environment(environ)
+        log.configure(log.path, "info", command=command, container=env.container_id,
+                      ifname=env.ifname)
         from . import commands  # only past VERSION, which needs none of it
         from .agent_client import AgentClient
 

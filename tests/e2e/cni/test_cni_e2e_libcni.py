@@ -84,6 +84,15 @@ def test_chain_add_check_del(cni_lab: CNILab, version: str) -> None:
     assert again.returncode == 0, again
 
 
+@pytest.mark.parametrize("version", LIBCNI_VERSIONS)
+def test_libcni_validates_the_network_list(cni_lab: CNILab, version: str) -> None:
+    # CRI-O and podman validate a list before use; libcni's VERSION probe passes dummy
+    # CNI_NETNS/CNI_CONTAINERID values, which once failed (issue 11 item 11).
+    res = cni_lab.drive("validate", conflist=cni_lab.conflist(version))
+    assert res.returncode == 0, res
+    assert res.doc == {"capabilities": ["portMappings"]}
+
+
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
 def test_check_fails_when_the_interface_was_removed(cni_lab: CNILab, version: str) -> None:
     ns = cni_lab.container()

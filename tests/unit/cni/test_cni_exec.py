@@ -48,6 +48,17 @@ def test_version_lists_exactly_the_supported_versions(run_cni: Run) -> None:
     assert bare.doc == {"cniVersion": "1.1.0", "supportedVersions": list(SUPPORTED)}
 
 
+def test_version_ignores_libcni_dummy_environment(run_cni: Run) -> None:
+    # libcni's GetVersionInfo (CRI-O, podman validate a network list with it) sets dummy
+    # values; a relative CNI_NETNS must not fail VERSION (issue 11 item 11).
+    res = run_cni("VERSION", b'{"cniVersion": "1.0.0"}', container_id="dummy",
+                  netns="dummy", ifname="dummy", env={"CNI_PATH": "dummy"})
+    assert res.returncode == 0, res
+    assert res.doc == {"cniVersion": "1.0.0", "supportedVersions": list(SUPPORTED)}
+    odd = run_cni("VERSION", b"", container_id="not/valid", netns="x", ifname="a" * 40)
+    assert odd.returncode == 0, odd
+
+
 # -- ADD: results per version -------------------------------------------------------------
 
 

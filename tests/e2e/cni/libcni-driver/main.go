@@ -7,9 +7,12 @@
 //	    [-cni-path DIRS] [-cache-dir D] [-args K=V;K=V] [-port-mappings JSON]
 //	libcni-driver raw -conf F -command ADD|CHECK|DEL|GC|STATUS|VERSION [...same flags]
 //	libcni-driver bench -conflist A -netns PA [-conflist B -netns PB ...] -rounds N
+//	libcni-driver validate -conflist F [-cni-path DIRS]
 //
 // add prints the chain's final result; raw execs a single plugin with libcni's invoke
 // layer and prints its stdout unparsed (for spec 1.1.0 verbs, which this libcni predates);
+// validate runs libcni's ValidateNetworkList (each plugin's VERSION probe, as CRI-O and
+// podman do before using a network) and prints the capabilities;
 // bench alternates the config lists round by round and prints per-list timings in ms.
 // Failures print {"error": ..., "code": N} on stdout and exit 1.
 package main
@@ -133,6 +136,18 @@ func single(ctx context.Context, verb string, o *options) {
 	}
 }
 
+func validate(ctx context.Context, o *options) {
+	if len(o.conflists) != 1 {
+		fail(fmt.Errorf("validate takes one -conflist"))
+	}
+	caps, err := cniConfig(o).ValidateNetworkList(ctx, loadList(o.conflists[0]))
+	if err != nil {
+		fail(err)
+	}
+	out, _ := json.Marshal(map[string]interface{}{"capabilities": caps})
+	fmt.Println(string(out))
+}
+
 func raw(ctx context.Context, o *options) {
 	stdin, err := os.ReadFile(o.conf)
 	if err != nil {
@@ -226,7 +241,7 @@ func bench(ctx context.Context, o *options) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: libcni-driver add|check|del|raw|bench [flags]")
+		fmt.Fprintln(os.Stderr, "usage: libcni-driver add|check|del|raw|bench|validate [flags]")
 		os.Exit(2)
 	}
 	verb := os.Args[1]
@@ -253,6 +268,8 @@ func main() {
 		raw(ctx, o)
 	case "bench":
 		bench(ctx, o)
+	case "validate":
+		validate(ctx, o)
 	default:
 		fail(fmt.Errorf("unknown command %q", verb))
 	}
