@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import AgentConfig
+from ..datapath.contract import DatapathContract
 from ..endpoint import plumbing
 from ..endpoint.manager import EndpointManager
 from ..endpoint.masquerade import Masquerade
@@ -35,7 +36,10 @@ HealthProbe = Callable[[], dict[str, Any]]
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, store: Store | None = None, datapath: Any = None
+        self,
+        config: AgentConfig,
+        store: Store | None = None,
+        datapath: DatapathContract | None = None,
     ) -> None:
         self.config = config
         self.started = time.monotonic()
@@ -59,7 +63,8 @@ class Agent:
             self.store, node=self.cluster.name if self.cluster else None,
             lease=(lambda: self.cluster.lease if self.cluster else None),
         )
-        self.datapath = datapath
+        # Typed by its contract: what the agent may call is listed in datapath/contract.py.
+        self.datapath: DatapathContract | None = datapath
         self.masquerade: Masquerade | None = None
         self.endpoints = EndpointManager(
             node_store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
@@ -359,8 +364,9 @@ class Agent:
         as dockerd's FORWARD policy expects of a well-behaved plugin."""
         log.info("agent stopping")
         self._stopping.set()
-        if getattr(self, "docker_labels", None) is not None:
-            self.docker_labels.stop()
+        watcher = getattr(self, "docker_labels", None)
+        if watcher is not None:
+            watcher.stop()
         # Deleted endpoints' veths and addresses still on their way out (reaper.py).
         if not self.endpoints.reaper.drain(timeout=10):
             log.warning("endpoint veths still being deleted at stop; start-up will sweep them")
@@ -369,8 +375,9 @@ class Agent:
                 self.masquerade.remove()
             except Exception:  # noqa: BLE001 - shutting down anyway
                 log.exception("removing masquerade rules failed")
-        if getattr(self, "health_monitor", None) is not None:
-            self.health_monitor.stop()
+        health_monitor = getattr(self, "health_monitor", None)
+        if health_monitor is not None:
+            health_monitor.stop()
         self.proxies.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -12,10 +12,14 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..config import AgentConfig, ConfigError, load_config
 from ..logs import get_logger, setup_logging
 from . import prereqs
+
+if TYPE_CHECKING:
+    from ..datapath.contract import DatapathContract
 
 log = get_logger("daemon")
 
@@ -47,7 +51,7 @@ def build_worker_app(config: AgentConfig):  # type: ignore[no-untyped-def]
     return create_app(agent)
 
 
-def make_datapath(config: AgentConfig):  # type: ignore[no-untyped-def]
+def make_datapath(config: AgentConfig) -> DatapathContract:
     """The BPF datapath, compiled once for this agent start."""
     from ..datapath import Datapath
 

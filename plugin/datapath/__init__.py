@@ -1,6 +1,7 @@
 """The BPF datapath: programs on each endpoint's host veth, configured by pinned maps.
 
-Modules: ``datapath`` (the ``Datapath`` facade the agent uses), ``endpoint``
+Modules: ``contract`` (``DatapathContract``: what the agent may call, typed),
+``datapath`` (the ``Datapath`` facade that implements it), ``endpoint``
 (what the datapath needs about an endpoint), ``loader`` (compile once with bcc,
 reuse pins), ``attach`` (tc clsact direct-action), ``maps`` (C layouts and
 pinned map access), ``policy`` (resolved policy -> policy map entries and
@@ -11,6 +12,7 @@ perf events), ``bpfsys`` (the bpf(2) calls), ``smoke`` (toolchain smoke test).
 Importing this package does not import bcc; ``Datapath.start()`` does.
 """
 
+from .contract import DatapathContract, DatapathEndpoint, EndpointRecord
 from .datapath import Datapath
 from .endpoint import EndpointDatapathInfo, numeric_endpoint_id
 from .loader import DatapathError, DatapathOptions
@@ -18,10 +20,13 @@ from .maps import DropReason, Metric
 
 __all__ = [
     "Datapath",
+    "DatapathContract",
+    "DatapathEndpoint",
     "DatapathError",
     "DatapathOptions",
     "DropReason",
     "EndpointDatapathInfo",
+    "EndpointRecord",
     "Metric",
     "numeric_endpoint_id",
 ]
