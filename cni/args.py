@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 K8S_NAMESPACE_LABEL = "k8s:io.kubernetes.pod.namespace"
-K8S_NAME_LABEL = "k8s:io.kubernetes.pod.name"
 MESOS_ARGS_KEY = "org.apache.mesos"
 
 # Sources a runtime may name itself in ``args.cni.labels`` keys (never ``reserved``:
@@ -52,13 +51,16 @@ def parse_cni_args(text: str | None) -> dict[str, str]:
 
 
 def k8s_labels(cni_args: dict[str, str]) -> list[str]:
-    """``K8S_POD_NAMESPACE``/``K8S_POD_NAME`` -> the labels Cilium policies select on."""
-    labels = []
+    """``K8S_POD_NAMESPACE`` -> the namespace label Cilium policies select on.
+
+    The pod name is not a label: identities come from labels, and a label unique to
+    every pod would give every replica its own identity (Cilium leaves it out too). It
+    travels as endpoint metadata instead, in ``container-name`` (see
+    :func:`container_name`), which is also where the agent finds the pod to look up.
+    """
     if cni_args.get("K8S_POD_NAMESPACE"):
-        labels.append(f"{K8S_NAMESPACE_LABEL}={cni_args['K8S_POD_NAMESPACE']}")
-    if cni_args.get("K8S_POD_NAME"):
-        labels.append(f"{K8S_NAME_LABEL}={cni_args['K8S_POD_NAME']}")
-    return labels
+        return [f"{K8S_NAMESPACE_LABEL}={cni_args['K8S_POD_NAMESPACE']}"]
+    return []
 
 
 def _key_value_list(items: Any, where: str) -> list[tuple[str, str]]:
@@ -74,7 +76,15 @@ def _key_value_list(items: Any, where: str) -> list[tuple[str, str]]:
             raise CNIError(INVALID_NETWORK_CONFIG,
                            f"{where}[{i}] must be {{\"key\": string, \"value\": string}}",
                            f"got {item!r}")
-        pairs.append((item["key"], item.get("value", "")))
+        key = item["key"]
+        # "a=b" with value "c" would read back as key "a" (and ";" splits a label list):
+        # refuse such keys rather than label the workload with something else.
+        bad = next((c for c in key if c in "=;" or c.isspace()), None)
+        if bad is not None:
+            raise CNIError(INVALID_NETWORK_CONFIG,
+                           f"{where}[{i}]: label key {key!r} must not contain {bad!r}",
+                           "label keys hold no '=', ';' or whitespace")
+        pairs.append((key, item.get("value", "")))
     return pairs
 
 

@@ -74,8 +74,8 @@ class Agent:
 
             pods = PodLabels.from_kubeconfig(config.kubeconfig)
 
-            def pod_labels(labels: list[str]) -> list[str]:
-                named = pod_of(labels)
+            def pod_labels(labels: list[str], req: dict[str, Any]) -> list[str]:
+                named = pod_of(labels, req.get("container_name") or "")
                 return pods.labels(*named) if named else []
 
             self.endpoints.label_sources.append(pod_labels)

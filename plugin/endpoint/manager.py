@@ -60,7 +60,7 @@ class EndpointManager:
         identities: IdentityAllocator,
         datapath: Datapath | None,
         on_change: Callable[[Endpoint, str], None] | None = None,
-        label_sources: list[Callable[[list[str]], list[str]]] | None = None,
+        label_sources: list[Callable[[list[str], dict[str, Any]], list[str]]] | None = None,
     ) -> None:
         # Extra label providers (Kubernetes pod labels); each returns labels to add.
         self.label_sources = label_sources or []
@@ -151,7 +151,7 @@ class EndpointManager:
             raise Unavailable("the BPF datapath is not running: endpoints cannot attach")
         given = list(req.get("labels") or [])
         for source in self.label_sources:
-            given += [lbl for lbl in source(given) if lbl not in given]
+            given += [lbl for lbl in source(given, req) if lbl not in given]
         labels = parse_labels(given)
         with self._locked(ep_id):
             existing = self._load(ep_id)

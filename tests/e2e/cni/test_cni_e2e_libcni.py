@@ -56,7 +56,8 @@ def test_chain_add_check_del(cni_lab: CNILab, version: str) -> None:
     ep = cni_lab.endpoint(f"{cid}-eth0").json()
     assert ep["container-id"] == cid and ep["container-name"] == "shop/cart-0"
     assert "k8s:io.kubernetes.pod.namespace=shop" in ep["labels"]
-    assert "k8s:io.kubernetes.pod.name=cart-0" in ep["labels"]
+    # The pod name is endpoint metadata, never an identity label (issue 11 item 15).
+    assert not [lbl for lbl in ep["labels"] if "io.kubernetes.pod.name=" in lbl]
     # portmap got our prevResult: it DNATs the host port to the container's address.
     ipv4 = ep["addressing"]["ipv4"]
     rules = nat_rules(cni_lab)
@@ -140,13 +141,34 @@ def test_second_interface_in_one_container_refused_cleanly(cni_lab: CNILab) -> N
     assert res.returncode == 0, res
 
 
+def app_labels(app: str) -> dict:
+    """``args.cni.labels`` as a runtime passes pod labels in the network config."""
+    return {"args": {"cni": {"labels": [{"key": "app", "value": app}]}}}
+
+
+def test_replicas_share_one_identity(cni_lab: CNILab) -> None:
+    # Same labels, different pod names: one identity, as in Cilium (issue 11 item 15).
+    conflist = cni_lab.conflist("1.0.0", portmap=False, **app_labels("cart"))
+    eps = []
+    for i in range(2):
+        ns, cid = cni_lab.container(), f"cpytrep{i}"
+        res = cni_lab.drive("add", conflist=conflist, netns=ns, cid=cid,
+                            args=pod_args(f"cart-{i}", cid))
+        assert res.returncode == 0, res
+        eps.append((ns, cid, cni_lab.endpoint(f"{cid}-eth0").json()))
+    assert eps[0][2]["identity"] == eps[1][2]["identity"]
+    assert [ep["container-name"] for _, _, ep in eps] == ["shop/cart-0", "shop/cart-1"]
+    for ns, cid, _ in eps:
+        assert cni_lab.drive("del", conflist=conflist, netns=ns, cid=cid).returncode == 0
+
+
 def test_connectivity_and_policy_between_two_pods(cni_lab: CNILab) -> None:
-    conflist = cni_lab.conflist("1.0.0")
-    pods = {}
+    pods, conflists = {}, {}
     for name in ("server", "client", "other"):
         ns = cni_lab.container()
         cid = f"cpyt{name}"
-        res = cni_lab.drive("add", conflist=conflist, netns=ns, cid=cid,
+        conflists[name] = cni_lab.conflist("1.0.0", **app_labels(name))
+        res = cni_lab.drive("add", conflist=conflists[name], netns=ns, cid=cid,
                             args=pod_args(name, cid))
         assert res.returncode == 0, res
         pods[name] = (ns, cni_lab.endpoint(f"{cid}-eth0").json())
@@ -158,9 +180,9 @@ def test_connectivity_and_policy_between_two_pods(cni_lab: CNILab) -> None:
             assert wait_tcp(workers["client"], server[fam], 80, True), fam
             assert workers["other"].call(tcp_ok, server[fam], 80), fam
         cni_lab.apply_policy([{
-            "endpointSelector": {"matchLabels": {"k8s:io.kubernetes.pod.name": "server"}},
+            "endpointSelector": {"matchLabels": {"container:app": "server"}},
             "ingress": [{
-                "fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.name": "client"}}],
+                "fromEndpoints": [{"matchLabels": {"container:app": "client"}}],
                 "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}],
             }],
         }])
@@ -172,7 +194,7 @@ def test_connectivity_and_policy_between_two_pods(cni_lab: CNILab) -> None:
         for w in workers.values():
             w.close()
     for name, (ns, _) in pods.items():
-        res = cni_lab.drive("del", conflist=conflist, netns=ns, cid=f"cpyt{name}")
+        res = cni_lab.drive("del", conflist=conflists[name], netns=ns, cid=f"cpyt{name}")
         assert res.returncode == 0, res
 
 

@@ -41,9 +41,10 @@ def test_malformed_pairs_without_ignore_unknown_are_code_4(text: str) -> None:
 
 
 def test_k8s_labels() -> None:
+    # Only the namespace: a pod-name label would give every replica its own identity
+    # (issue 11 item 15); the name is endpoint metadata (container-name).
     assert args.k8s_labels(args.parse_cni_args(KUBELET)) == [
         "k8s:io.kubernetes.pod.namespace=default",
-        "k8s:io.kubernetes.pod.name=web-0",
     ]
     assert args.k8s_labels({}) == []
     assert args.container_name(args.parse_cni_args(KUBELET)) == "default/web-0"
@@ -84,6 +85,11 @@ def test_mesos_network_info_labels() -> None:
     mesos_args({"labels": [{"value": "web"}]}),
     mesos_args({"labels": [{"key": "app", "value": 3}]}),
     {"cni": {"labels": "app=web"}},
+    # A key holding '=' would read back as another key (issue 11 item 16).
+    mesos_args({"labels": [{"key": "a=b", "value": "c"}]}),
+    mesos_args({"labels": [{"key": "a b", "value": "c"}]}),
+    mesos_args({"labels": [{"key": "a;b", "value": "c"}]}),
+    {"cni": {"labels": [{"key": "a=b", "value": "c"}]}},
 ])
 def test_unreadable_labels_are_code_7_not_silently_dropped(bad: dict) -> None:
     with pytest.raises(CNIError) as exc:

@@ -102,8 +102,8 @@ def test_kubernetes_args_become_labels(run_cni: Run, fake_agent: FakeAgent,
                            "K8S_POD_INFRA_CONTAINER_ID=ctr1;K8S_POD_UID=u-1")
     assert res.returncode == 0, res
     body = fake_agent.requests[-1][2]
-    assert body["labels"] == ["k8s:io.kubernetes.pod.namespace=shop",
-                              "k8s:io.kubernetes.pod.name=cart-7"]
+    # The pod name is metadata, not an identity label (issue 11 item 15).
+    assert body["labels"] == ["k8s:io.kubernetes.pod.namespace=shop"]
     assert body["container-name"] == "shop/cart-7"
 
 

@@ -18,7 +18,8 @@ from cilium_py.errors import NotFound, Unavailable
 from cilium_py.k8s.kubeconfig import KubeconfigError, load_kubeconfig
 from cilium_py.k8s.pods import PodLabels, pod_of
 
-PODS = {("default", "web-1"): {"app": "web", "tier": "front"}}
+PODS = {("default", "web-1"): {"app": "web", "tier": "front"},
+        ("default", "web-2"): {"app": "web", "tier": "front"}}
 TOKEN = "s3cret"
 
 
@@ -124,6 +125,12 @@ def test_wrong_token_or_no_server(tmp_path: Path, apiserver: str) -> None:
 
 
 def test_pod_of() -> None:
-    labels = ["k8s:io.kubernetes.pod.namespace=default", "k8s:io.kubernetes.pod.name=web-1"]
-    assert pod_of(labels) == ("default", "web-1")
+    ns = ["k8s:io.kubernetes.pod.namespace=default"]
+    # The CNI plugin names the pod in container-name, not in a label (issue 11 item 15).
+    assert pod_of(ns, "default/web-1") == ("default", "web-1")
+    assert pod_of(ns, "other/web-1") is None
+    assert pod_of(ns, "") is None
+    assert pod_of([], "default/web-1") is None
+    # Another API client may still name it with the label.
+    assert pod_of([*ns, "k8s:io.kubernetes.pod.name=web-1"]) == ("default", "web-1")
     assert pod_of(["k8s:io.kubernetes.pod.name=web-1"]) is None
