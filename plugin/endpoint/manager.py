@@ -10,7 +10,6 @@ midway finds the half-made endpoint on restart and finishes or removes it.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from ..store import Store
 from . import hostside, plumbing
 from .endpoint import Endpoint
 from .reaper import LinkReaper
+from .undo import UndoStack
 
 log = get_logger("endpoint")
 
@@ -174,27 +174,10 @@ class EndpointManager:
             return self._attach(ep_id, req, labels), True
 
     def _attach(self, ep_id: str, req: dict[str, Any], labels: LabelSet) -> Endpoint:
+        """Attach in steps; each pushes its undo, so a failure anywhere unwinds
+        exactly what was done (newest first) and leaves nothing behind."""
         docker = bool(req.get("docker"))
-        netns_id = ""
-        if not docker:
-            if not plumbing.netns_alive(req["netns"]):
-                raise InvalidInput(
-                    f"network namespace {req['netns']} does not exist or is not a network "
-                    "namespace",
-                    {"netns": req["netns"]},
-                )
-            netns_id = _netns_id(req["netns"])
-            with self._cache_lock:
-                other = next((e for e in self._cache.values()
-                              if e.netns_id == netns_id and e.id != ep_id), None)
-            if other is not None:
-                # Both interfaces would share one pool and gateway: the second default
-                # route and its source-validated traffic cannot work. Say so up front.
-                raise Conflict(
-                    f"network namespace {req['netns']} already has a cilium-py interface "
-                    f"({other.interface_name}, endpoint {other.id}); a container gets one",
-                    {"netns": req["netns"]},
-                )
+        netns_id = "" if docker else self._check_netns(ep_id, req["netns"])
         # A veth of a just-deleted endpoint (this one, or one in the same container)
         # may still be on its way out: let it go first.
         self.reaper.wait_for(plumbing.host_ifname(ep_id), netns_id)
@@ -210,71 +193,110 @@ class EndpointManager:
             enforcement=req.get("enforcement"),
             host_interface=plumbing.host_ifname(ep_id),
         )
-        undo: list[Callable[[], Any]] = []
         try:
-            requested = req.get("addressing") or {}
-            for family, key in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6")):
-                fam = 4 if family == socket.AF_INET else 6
-                if docker and not requested.get(key):
-                    # libnetwork reserved what the network uses; nothing more.
-                    continue
-                if not self.ipam.enabled(fam):
-                    if requested.get(key):
-                        raise InvalidInput(f"IPv{fam} is turned off on this node", {key: "off"})
-                    continue
-                wanted = requested.get(key)
-                if wanted:
-                    holder = self.ipam.owner_of(wanted)
-                    if holder is not None and holder.startswith(RESERVATION_PREFIX):
-                        self.ipam.release(wanted)
-                addr = self.ipam.allocate(fam, ep_id, wanted)
-                undo.append(lambda a=addr: self.ipam.release(a, ep_id))
-                ep.addressing[key] = str(addr)
-                ep.gateway[key] = str(self.ipam.router(fam))
-            self._save(ep)
-            undo.append(lambda: self._forget(ep_id))
-            # {reserved:init} (labels not known yet) is the init identity; any other set,
-            # the empty one included (labels known: none), gets an allocated identity.
-            ep.identity = self.identities.allocate(labels, ep_id)
-            undo.append(lambda: self.identities.release(ep.identity, ep_id))
-            if docker:
-                info, ep.container_interface = hostside.create_docker_link(
-                    ep_id, ep.ipv4, ep.ipv6, ep.gateway.get("ipv6"))
-            else:
-                info = plumbing.create_endpoint_link(
-                    ep_id, ep.netns, ep.interface_name,
-                    ipv4=ep.ipv4, ipv6=ep.ipv6,
-                    gw4=ep.gateway.get("ipv4"), gw6=ep.gateway.get("ipv6"), mtu=self.mtu,
-                )
-            undo.append(lambda: plumbing.delete_endpoint_link(info.host_ifname, ep.ipv4, ep.ipv6))
-            ep.host_interface = info.host_ifname
-            ep.ifindex = info.host_ifindex
-            ep.host_mac = info.host_mac
-            ep.mac = info.container_mac
-            ep.routes = plumbing.container_routes(ep.gateway.get("ipv4"), ep.gateway.get("ipv6"))
-            if self.datapath is not None:
-                self.datapath.attach_endpoint(ep)
-                undo.append(lambda: self.datapath.detach_endpoint(ep))  # type: ignore[union-attr]
-            # Policy is in force before the caller hears "ready".
-            with self._cache_lock:
-                self._cache[ep.id] = ep
-            self._notify(ep, "created")
-            ep.state = "ready"
-            self._save(ep)
-        except BaseException as exc:
-            for step in reversed(undo):
-                try:
-                    step()
-                except Exception:  # noqa: BLE001 - keep unwinding
-                    log.exception("rollback step failed", extra={"fields": {"id": ep_id}})
-            if isinstance(exc, CiliumPyError):
-                log.warning("endpoint attach refused: %s", exc.message,
-                            extra={"fields": {"id": ep_id}})
+            with UndoStack("attach", {"id": ep_id}) as undo:
+                self._allocate_addresses(ep, req.get("addressing") or {}, undo)
+                self._record(ep, undo)
+                self._allocate_identity(ep, labels, undo)
+                self._plumb(ep, undo)
+                self._enforce(ep, undo)
+                ep.state = "ready"
+                self._save(ep)
+                undo.commit()
+        except CiliumPyError as exc:
+            log.warning("endpoint attach refused: %s", exc.message,
+                        extra={"fields": {"id": ep_id}})
             raise
         log.info("endpoint ready", extra={"fields": {
             "id": ep_id, "ifindex": ep.ifindex, "ipv4": ep.ipv4, "ipv6": ep.ipv6,
             "identity": ep.identity}})
         return ep
+
+    def _check_netns(self, ep_id: str, netns: str) -> str:
+        """The namespace must exist and hold no other cilium-py interface; returns its
+        "dev:inode" id."""
+        if not plumbing.netns_alive(netns):
+            raise InvalidInput(
+                f"network namespace {netns} does not exist or is not a network namespace",
+                {"netns": netns},
+            )
+        netns_id = _netns_id(netns)
+        with self._cache_lock:
+            other = next((e for e in self._cache.values()
+                          if e.netns_id == netns_id and e.id != ep_id), None)
+        if other is not None:
+            # Both interfaces would share one pool and gateway: the second default
+            # route and its source-validated traffic cannot work. Say so up front.
+            raise Conflict(
+                f"network namespace {netns} already has a cilium-py interface "
+                f"({other.interface_name}, endpoint {other.id}); a container gets one",
+                {"netns": netns},
+            )
+        return netns_id
+
+    def _allocate_addresses(self, ep: Endpoint, requested: dict[str, Any],
+                            undo: UndoStack) -> None:
+        """Step 1: an address per enabled family (the requested one if given)."""
+        for fam, key in ((4, "ipv4"), (6, "ipv6")):
+            wanted = requested.get(key)
+            if ep.docker and not wanted:
+                # libnetwork reserved what the network uses; nothing more.
+                continue
+            if not self.ipam.enabled(fam):
+                if wanted:
+                    raise InvalidInput(f"IPv{fam} is turned off on this node", {key: "off"})
+                continue
+            if wanted:
+                holder = self.ipam.owner_of(wanted)
+                if holder is not None and holder.startswith(RESERVATION_PREFIX):
+                    self.ipam.release(wanted)
+            addr = self.ipam.allocate(fam, ep.id, wanted)
+            undo.push(f"release {addr}", lambda a=addr: self.ipam.release(a, ep.id))
+            ep.addressing[key] = str(addr)
+            ep.gateway[key] = str(self.ipam.router(fam))
+
+    def _record(self, ep: Endpoint, undo: UndoStack) -> None:
+        """Step 2: the store record, "not-ready", before any kernel work, so an agent
+        killed midway finds the half-made endpoint on restart."""
+        self._save(ep)
+        undo.push("forget record", lambda: self._forget(ep.id))
+
+    def _allocate_identity(self, ep: Endpoint, labels: LabelSet, undo: UndoStack) -> None:
+        """Step 3: {reserved:init} (labels not known yet) is the init identity; any
+        other set, the empty one included (labels known: none), gets an allocated one."""
+        ep.identity = self.identities.allocate(labels, ep.id)
+        undo.push("release identity", lambda: self.identities.release(ep.identity, ep.id))
+
+    def _plumb(self, ep: Endpoint, undo: UndoStack) -> None:
+        """Step 4: the veth pair, the container end with addresses, routes and the
+        gateway neighbour (Docker: left in the host for libnetwork to move)."""
+        if ep.docker:
+            info, ep.container_interface = hostside.create_docker_link(
+                ep.id, ep.ipv4, ep.ipv6, ep.gateway.get("ipv6"))
+        else:
+            info = plumbing.create_endpoint_link(
+                ep.id, ep.netns, ep.interface_name,
+                ipv4=ep.ipv4, ipv6=ep.ipv6,
+                gw4=ep.gateway.get("ipv4"), gw6=ep.gateway.get("ipv6"), mtu=self.mtu,
+            )
+        undo.push("delete veth", lambda: plumbing.delete_endpoint_link(
+            info.host_ifname, ep.ipv4, ep.ipv6))
+        ep.host_interface = info.host_ifname
+        ep.ifindex = info.host_ifindex
+        ep.host_mac = info.host_mac
+        ep.mac = info.container_mac
+        ep.routes = plumbing.container_routes(ep.gateway.get("ipv4"), ep.gateway.get("ipv6"))
+
+    def _enforce(self, ep: Endpoint, undo: UndoStack) -> None:
+        """Step 5: map entries and programs on the host veth, then the policy: in
+        force before the caller hears "ready"."""
+        datapath = self.datapath
+        assert datapath is not None  # create() refuses without one
+        datapath.attach_endpoint(ep)
+        undo.push("detach datapath", lambda: datapath.detach_endpoint(ep))
+        with self._cache_lock:
+            self._cache[ep.id] = ep
+        self._notify(ep, "created")
 
     # -- detach --------------------------------------------------------------------
 
