@@ -1,7 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * Drops: every dropped packet is counted per reason (pinned per-CPU array,
- * survives agent restarts) and reported as one perf event for the monitor.
+ * survives agent restarts) and reported as one perf event for the monitor,
+ * at most DROP_EVENTS_PER_SEC a second per interface the program runs on.
+ * Why a limit: without one a container that sends denied packets as fast as it
+ * can makes as many perf events, flooding the agent and every monitor. The
+ * interface is the one whose traffic caused the drop (the sender's veth on
+ * direct delivery), so a flood suppresses only its own events. Suppressed
+ * events are counted per interface (cpy_drop_notify.suppressed, only ever
+ * incremented) and the agent reports the growth in the event stream.
  * The reason codes are part of the agent's API: keep them in sync with
  * plugin/datapath/maps.py (DropReason).
  */
@@ -49,12 +56,59 @@ struct drop_event {
 	__u8 dmac[6];
 };
 
+#ifndef DROP_EVENTS_PER_SEC
+#define DROP_EVENTS_PER_SEC 100
+#endif
+#define DROP_EVENTS_WINDOW_NS 1000000000ULL
+
+/* Per interface: the current one-second window and the events suppressed so far. */
+struct drop_notify {
+	__u64 window_start;	/* bpf_ktime_get_ns() when the window began */
+	__u32 sent;		/* events sent in this window */
+	__u32 ifindex;		/* the key again, for the reader */
+	__u64 suppressed;	/* events not sent since the entry was created */
+};
+
 BPF_PERF_OUTPUT(cpy_events);
+/* Not pinned: rate state need not survive the agent; LRU so it never fills. */
+BPF_TABLE("lru_hash", __u32, struct drop_notify, cpy_drop_notify, ENDPOINT_MAP_SIZE);
 /* Slot: reason + dir * DROP_REASON_MAX (drops by direction and reason). */
 CPY_PINNED_MAP("percpu_array", __u32, struct metric_value, cpy_drops, 2 * DROP_REASON_MAX);
 
 /*
- * Count, report and return the verdict that drops the packet. @ep_id and
+ * Whether a drop on @ifindex may make an event: at most DROP_EVENTS_PER_SEC in
+ * a window of one second. Windows are reset without a lock, so on several CPUs
+ * at once a few more may pass; the suppressed count is atomic and exact.
+ */
+static __always_inline int drop_event_allowed(__u32 ifindex)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct drop_notify *n = cpy_drop_notify.lookup(&ifindex);
+
+	if (!n) {
+		struct drop_notify fresh = {};
+
+		fresh.window_start = now;
+		fresh.sent = 1;
+		fresh.ifindex = ifindex;
+		cpy_drop_notify.update(&ifindex, &fresh);
+		return 1;
+	}
+	if (now - n->window_start >= DROP_EVENTS_WINDOW_NS) {
+		n->window_start = now;
+		n->sent = 1;
+		return 1;
+	}
+	if (n->sent < DROP_EVENTS_PER_SEC) {
+		__sync_fetch_and_add(&n->sent, 1);
+		return 1;
+	}
+	__sync_fetch_and_add(&n->suppressed, 1);
+	return 0;
+}
+
+/*
+ * Count, report (within the rate limit) and return the verdict that drops the packet. @ep_id and
  * @ifindex name the endpoint the verdict is about: on direct delivery an
  * ingress policy drop concerns the destination, not the veth the program
  * runs on.
@@ -66,11 +120,19 @@ static __always_inline int send_drop(struct __sk_buff *skb, const struct pkt_inf
 	struct drop_event ev = {};
 	__u32 slot = reason + (dir ? DROP_REASON_MAX : 0);
 	struct metric_value *m = cpy_drops.lookup(&slot);
+	__u32 dev;
+
+	/* A fresh ctx pointer: clang would reuse a caller's &skb->ifindex, which the
+	 * verifier refuses (ctx pointers may not be offset). */
+	asm volatile("" : "+r"(skb));
+	dev = skb->ifindex;
 
 	if (m) {
 		m->packets += 1;
 		m->bytes += skb->len;
 	}
+	if (!drop_event_allowed(dev))
+		return TC_ACT_SHOT;
 	ev.type = EVENT_DROP;
 	ev.reason = reason;
 	ev.dir = dir;

@@ -135,6 +135,8 @@ class Agent:
         ep = self.endpoints.by_ifindex(event.get("ifindex", 0))
         if ep is not None:
             event["endpoint"] = ep.id
+            if event.get("type") == "drops-suppressed":
+                event["identity"] = ep.identity
         by_addr = self._endpoint_addresses
         for side, key in (("source", "src"), ("destination", "dst")):
             name = by_addr.get(event.get(key) or "")

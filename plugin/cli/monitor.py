@@ -109,6 +109,10 @@ def format_event(ev: dict) -> str:
         return f"{when} agent {ev.get('message')} {rest}".rstrip()
     if kind == "lost":
         return f"{when} !! {ev.get('message')}"
+    if kind == "drops-suppressed":
+        return (f"{when} !! {ev.get('count')} drop events of endpoint "
+                f"{ev.get('endpoint', ev.get('ifindex'))} suppressed (more than "
+                f"{ev.get('limit_per_second')} a second; drop counters are exact)")
     return json.dumps(ev)
 
 

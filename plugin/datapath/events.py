@@ -4,6 +4,12 @@ Why a background thread: perf buffers must be drained continuously or the
 kernel discards events ("lost"); the agent's API threads must never block on
 that. The reader polls with a short timeout so ``stop()`` returns promptly.
 
+The programs send at most ``DROP_EVENTS_PER_SEC`` drop events a second per
+interface (bpf/lib/drop.h) and count the rest in ``cpy_drop_notify``; the reader
+looks at those counts once a second and hands a ``drops-suppressed`` notice
+(interface, how many, the limit) to the same callbacks, so a reader of the
+stream knows events are missing; the drop counters themselves stay exact.
+
 Callbacks run on the reader thread, one call per event; they must be quick
 (hand the dict to a queue) and must not raise (exceptions are logged and
 swallowed so one bad subscriber cannot stop the stream).
@@ -14,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +38,10 @@ log = logging.getLogger("cilium_py.datapath.events")
 
 EVENTS_MAP = "cpy_events"
 EVENT_DROP = 1
+NOTIFY_MAP = "cpy_drop_notify"
+DROP_EVENTS_PER_SEC = 100  # bpf/lib/drop.h
+NOTICE_TYPE = "drops-suppressed"
+SWEEP_SECONDS = 1.0
 ETH_P_ARP = 0x0806
 
 DropCallback = Callable[[dict[str, Any]], None]
@@ -81,6 +92,39 @@ def decode_drop(ev: DropEvent, cpu: int | None = None) -> dict[str, Any]:
     }
 
 
+def suppression_notice(ifindex: int, count: int, total: int) -> dict[str, Any]:
+    """The stream's notice that ``count`` drop events of ``ifindex`` were not sent."""
+    return {
+        "type": NOTICE_TYPE,
+        "ifindex": ifindex,
+        "count": count,
+        "total": total,
+        "limit_per_second": DROP_EVENTS_PER_SEC,
+    }
+
+
+class SuppressionTracker:
+    """Turns the programs' ever-growing suppressed counts into deltas to report.
+
+    Why deltas of a counter only the kernel writes: the reader never resets it, so
+    no increment is lost between reading and reporting. An entry that vanished and
+    came back (LRU eviction) starts from 0 again.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, int] = {}
+
+    def update(self, counts: dict[int, int]) -> list[dict[str, Any]]:
+        notices = []
+        for ifindex, total in sorted(counts.items()):
+            before = self._seen.get(ifindex, 0)
+            delta = total - before if total >= before else total
+            if delta > 0:
+                notices.append(suppression_notice(ifindex, delta, total))
+        self._seen = dict(counts)
+        return notices
+
+
 class DropEventReader:
     """Reads the perf event array of one compiled module and fans events out."""
 
@@ -93,6 +137,7 @@ class DropEventReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._opened = False
+        self._suppressed = SuppressionTracker()
         self.lost = 0
 
     def subscribe(self, callback: DropCallback) -> None:
@@ -128,7 +173,9 @@ class DropEventReader:
         raw = ctypes.cast(data, ctypes.POINTER(DropEvent)).contents
         if raw.type != EVENT_DROP:
             return
-        event = decode_drop(raw, cpu)
+        self._deliver(decode_drop(raw, cpu))
+
+    def _deliver(self, event: dict[str, Any]) -> None:
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:
@@ -137,10 +184,27 @@ class DropEventReader:
             except Exception:  # noqa: BLE001 - one subscriber must not stop the stream
                 log.exception("drop event callback failed")
 
+    def _suppressed_counts(self) -> dict[int, int]:
+        try:
+            table = self._bpf[NOTIFY_MAP]
+        except KeyError:  # a module built without the rate limit
+            return {}
+        return {int(k.value): int(v.suppressed) for k, v in table.items()}
+
+    def sweep(self) -> None:
+        """Report drop events suppressed since the last sweep (one notice each
+        interface that had some)."""
+        for notice in self._suppressed.update(self._suppressed_counts()):
+            self._deliver(notice)
+
     def _run(self) -> None:
+        next_sweep = time.monotonic() + SWEEP_SECONDS
         while not self._stop.is_set():
             try:
                 self._bpf.perf_buffer_poll(timeout=self._poll_ms)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                    self.sweep()
             except Exception:  # noqa: BLE001 - keep reading; log once per failure
                 log.exception("polling drop events failed")
                 self._stop.wait(1)

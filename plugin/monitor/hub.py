@@ -19,6 +19,11 @@ from typing import Any
 
 QUEUE_SIZE = 4096
 
+# Notices about events of another type that were not sent: a client wanting that
+# type (or every type) gets them. The datapath sends at most so many drop events
+# a second per endpoint and then says how many it suppressed.
+NOTICES = {"drops-suppressed": "drop"}
+
 
 @dataclass(frozen=True)
 class Filter:
@@ -29,10 +34,14 @@ class Filter:
     identity: int | None = None
 
     def wants(self, event: dict[str, Any]) -> bool:
-        if self.types and event.get("type") not in self.types:
+        kind = event.get("type")
+        notice_of = NOTICES.get(kind)  # type: ignore[arg-type]
+        if self.types and kind not in self.types and notice_of not in self.types:
             return False
         src = event.get("source-endpoint")
         dst = event.get("destination-endpoint")
+        if notice_of is not None:  # the suppressed events were from or to its endpoint
+            src = dst = event.get("endpoint")
         if self.from_endpoint is not None and src != self.from_endpoint:
             return False
         if self.to_endpoint is not None and dst != self.to_endpoint:
