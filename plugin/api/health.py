@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -39,11 +37,13 @@ def config() -> Any:
     return jsonify(dump_checked(ConfigSchema(), _agent().config))
 
 
-def openapi_document() -> dict[str, Any]:
-    text = resources.files("cilium_py.api").joinpath("openapi.json").read_text("utf-8")
-    return json.loads(text)
-
-
 @bp.get("/v1/openapi.json")
 def openapi() -> Any:
-    return jsonify(openapi_document())
+    """The OpenAPI document, generated from this app's routes and schemas (once)."""
+    from .openapi import build_document  # apispec is needed only when someone asks
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    doc = app.config.get("CPY_OPENAPI")
+    if doc is None:
+        doc = app.config["CPY_OPENAPI"] = build_document(app)
+    return jsonify(doc)

@@ -62,6 +62,9 @@ def _nested(schema: type[Schema], **kwargs: Any) -> fields.Nested:
 class _PortField(fields.Field):
     """A port as Cilium writes it (``"80"``) or as people also write it (``80``)."""
 
+    #: JSON Schema for the generated OpenAPI document (cilium_py.api.openapi).
+    openapi = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         try:
             return parse_port(value)
@@ -70,6 +73,8 @@ class _PortField(fields.Field):
 
 
 class _ProtocolField(fields.Field):
+    openapi = {"type": "string", "description": "TCP, UDP or ANY, in any case"}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Protocol:
         if not isinstance(value, str):
             raise ValidationError("must be one of TCP, UDP, ANY")
@@ -84,6 +89,8 @@ class _ProtocolField(fields.Field):
 class _CIDRField(fields.Field):
     """An IPv4 or IPv6 prefix; a bare address means a host prefix, host bits are cleared."""
 
+    openapi = {"type": "string", "description": "IPv4 or IPv6 prefix"}
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if not isinstance(value, str):
             raise ValidationError("must be a CIDR string")
@@ -95,6 +102,11 @@ class _CIDRField(fields.Field):
 
 class _LabelField(fields.Field):
     """A rule label: ``{"key", "value", "source"}`` or the string ``[source:]key[=value]``."""
+
+    openapi = {"anyOf": [{"type": "string"}, {"type": "object", "required": ["key"],
+                                              "properties": {"key": {"type": "string"},
+                                                             "value": {"type": "string"},
+                                                             "source": {"type": "string"}}}]}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Label:
         try:
@@ -260,6 +272,8 @@ _KAFKA_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 
 class _KafkaVersionField(fields.Field):
     """``apiVersion``: a decimal string as Cilium writes it (``"1"``), or a number."""
+
+    openapi = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, bool) or not isinstance(value, str | int):
