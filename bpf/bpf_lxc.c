@@ -13,10 +13,16 @@
  *   to_container    tc egress: what the host stack sends to the container.
  *                   Track the connection and apply ingress policy.
  *
- * Policy (lib/policy.h) is checked for new connections only: egress in
- * from_container, ingress in to_container or, for direct delivery, by the
- * sender's from_container just before the redirect. Identities of remote
- * ends come from cpy_lxc (local endpoints) or the ipcache (lib/ipcache.h).
+ * Policy (lib/policy.h) is checked for every packet in a connection's
+ * original direction (conntrack CT_NEW and CT_ESTABLISHED), so that a revoked
+ * allow stops established connections as soon as the agent rewrites the
+ * maps: egress in from_container, ingress in to_container or, for direct
+ * delivery, by the sender's from_container just before the redirect. Replies
+ * and related ICMP errors pass on conntrack alone. A connection is only
+ * redirected to an L7 proxy on its first packet; an established flow that a
+ * new L7 rule covers is flushed from conntrack by the agent instead.
+ * Identities of remote ends come from cpy_lxc (local endpoints) or the
+ * ipcache (lib/ipcache.h), looked up afresh for every packet.
  *
  * Compiled once per agent start. Everything that differs per endpoint lives
  * in maps keyed by the host veth's ifindex or the endpoint's IP
@@ -147,9 +153,10 @@ static __always_inline int redirect_to_proxy(struct __sk_buff *skb, const struct
 /*
  * The destination is a local endpoint: deliver into its container directly.
  * The redirect skips the destination's to_container program, so its side of
- * conntrack and its ingress policy are handled here, unless the sender's
- * entry already covers them (CT_F_LOCAL: both sides were checked when it was
- * created).
+ * conntrack and its ingress policy are handled here. When the sender's entry
+ * already covers the destination's side (CT_F_LOCAL: one entry for both),
+ * its ingress policy is still checked for every packet in the original
+ * direction; only replies and related errors pass on conntrack alone.
  */
 static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_config *src,
 					 const struct pkt_info *pkt,
@@ -158,17 +165,20 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 	int state = ct & CT_STATE_MASK;
 	int in, verdict;
 
-	if (!(ct & CT_COVERS_PEER) && state != CT_RELATED) {
+	if (ct & CT_COVERS_PEER)
+		in = state == CT_ESTABLISHED ? CT_ESTABLISHED : CT_REPLY;
+	else if (state == CT_RELATED)
+		in = CT_RELATED;
+	else
 		in = ct_lookup_ingress(skb, pkt, now);
-		if (in & CT_TO_PROXY)
-			return proxy_deliver(skb);
+	if (in & CT_TO_PROXY)
+		return proxy_deliver(skb);
+	if (in == CT_NEW || in == CT_ESTABLISHED) {
+		verdict = policy_check(dst->ep_id, dst->flags, src->identity, pkt, POLICY_INGRESS);
+		if (verdict < 0)
+			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
+					 dst->ifindex, src->identity, dst->identity);
 		if (in == CT_NEW) {
-			verdict = policy_check(dst->ep_id, dst->flags, src->identity, pkt,
-					       POLICY_INGRESS);
-			if (verdict < 0)
-				return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER,
-						 dst->ep_id, dst->ifindex, src->identity,
-						 dst->identity);
 			/* The destination's L7 rules: into the proxy, from here. */
 			if (verdict > 0)
 				return redirect_to_proxy(skb, pkt, verdict,
@@ -209,21 +219,22 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 	state = ct & CT_STATE_MASK;
 	if (state == CT_UNRELATED)
 		return drop_from(skb, pkt, DROP_ICMP_UNRELATED, cfg);
-	/* A redirected flow, or a reply to a connection the proxy opened. */
-	if (ct & CT_TO_PROXY)
-		return proxy_deliver(skb);
-	if (state == CT_NEW && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
+	/* Every packet in the original direction, redirected flows included. */
+	if ((state == CT_NEW || state == CT_ESTABLISHED) && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
 		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
 		int verdict = policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_EGRESS);
 
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_FROM_CONTAINER, cfg->ep_id,
 					 skb->ifindex, cfg->identity, remote);
-		if (verdict > 0)
+		if (verdict > 0 && state == CT_NEW)
 			return redirect_to_proxy(skb, pkt, verdict, CT_EGRESS, now,
 						 DIR_FROM_CONTAINER, cfg->ep_id, skb->ifindex,
 						 cfg->identity, remote);
 	}
+	/* A redirected flow, or a reply to a connection the proxy opened. */
+	if (ct & CT_TO_PROXY)
+		return proxy_deliver(skb);
 
 	/* Expiring packets take the slow path: the host stack sends time exceeded. */
 	if (dst && pkt->ttl > 1)
@@ -359,7 +370,8 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 	/* Redirected at ingress after the host stack routed it: no hairpin (yet). */
 	if (ct & CT_TO_PROXY)
 		return drop_to(skb, pkt, DROP_PROXY_UNAVAILABLE, cfg);
-	if (ct == CT_NEW) {
+	/* Every packet in the original direction; replies and related pass. */
+	if (ct == CT_NEW || ct == CT_ESTABLISHED) {
 		/*
 		 * A proxy's upstream connection leaves from its client's address: the
 		 * client's identity, not the host's, and no second redirect after the
@@ -376,7 +388,8 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 		if (verdict > 0 && !proxy_mark_is(skb, MARK_FROM_PROXY_INGRESS))
 			return send_drop(skb, pkt, DROP_PROXY_UNAVAILABLE, DIR_TO_CONTAINER,
 					 cfg->ep_id, skb->ifindex, remote, cfg->identity);
-		if (ct_create(skb, pkt, CT_INGRESS, proxied ? CT_F_FROM_PROXY : 0, remote, now) < 0)
+		if (ct == CT_NEW &&
+		    ct_create(skb, pkt, CT_INGRESS, proxied ? CT_F_FROM_PROXY : 0, remote, now) < 0)
 			return drop_to(skb, pkt, DROP_CT_ERROR, cfg);
 	}
 	metric_count(METRIC_TO_EP_FROM_STACK, skb->len);
@@ -434,7 +447,7 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 {
 	struct endpoint_info *dst = lookup_endpoint(pkt);
 	__u32 remote, now;
-	int ct, verdict;
+	int ct, verdict = 0;
 
 	if (!dst)
 		return TC_ACT_OK;
@@ -449,11 +462,14 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 				 dst->ifindex, remote, dst->identity);
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);
-	if (ct == CT_NEW) {
+	/* Every packet in the original direction; replies and related pass. */
+	if (ct == CT_NEW || ct == CT_ESTABLISHED) {
 		verdict = policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS);
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
 					 dst->ifindex, remote, dst->identity);
+	}
+	if (ct == CT_NEW) {
 		if (verdict > 0)
 			return redirect_to_proxy(skb, pkt, verdict, CT_INGRESS, now,
 						 DIR_TO_CONTAINER, dst->ep_id, dst->ifindex,

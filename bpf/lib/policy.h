@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
- * Identity-based L3/L4 policy, checked for NEW connections only (conntrack
- * carries established, reply and related traffic).
+ * Identity-based L3/L4 policy, checked for every packet in a connection's
+ * original direction (new and established), so that removing an allow stops
+ * established connections too; replies and related ICMP errors pass on
+ * conntrack alone (lib/conntrack.h).
  *
  * One pinned hash, cpy_policy, holds every endpoint's resolved policy:
  *
@@ -22,7 +24,7 @@
  * conntrack RELATED/REPLY.
  *
  * The cost does not grow with the number of rules: at most six hash lookups
- * per new connection, and only for the key shapes the endpoint's entries use
+ * per packet, and only for the key shapes the endpoint's entries use
  * (its flags word carries one bit per shape and direction, lib/endpoints.h),
  * so an L3-only or an L4-only policy costs a single lookup.
  */
