@@ -44,12 +44,9 @@ class AgentClient:
                 timeout=timeout if timeout is not None else self.timeout,
                 stream=stream,
             )
-        except (requests.ConnectionError, FileNotFoundError, OSError) as exc:
-            raise CLIError(
-                f"cannot reach the agent at {self.socket_path}: is cilium-py-agent running?"
-            ) from exc
-        except requests.Timeout as exc:
-            raise CLIError(f"the agent at {self.socket_path} did not answer in time") from exc
+        except OSError as exc:  # requests' exceptions are OSErrors too
+            raise CLIError(unreachable_message(self.socket_path, exc, self.timeout
+                                               if timeout is None else timeout)) from exc
         return resp
 
     def call(self, method: str, path: str, body: Any = None, params: dict | None = None,
@@ -64,6 +61,39 @@ class AgentClient:
 
     def get(self, path: str, params: dict | None = None) -> Any:
         return self.call("GET", path, params=params)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: requests wraps urllib3's, which wraps the socket's."""
+    seen = {id(exc)}
+    while True:
+        inner = exc.__cause__ or exc.__context__
+        if inner is None and exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if inner is None or id(inner) in seen:
+            return exc
+        seen.add(id(inner))
+        exc = inner
+
+
+def unreachable_message(socket_path: str, exc: BaseException, timeout: Any) -> str:
+    """One line saying why the agent's socket gave no answer, each cause in its words.
+
+    A timeout (the socket accepted, nothing answered) and a permission problem are not
+    "the agent is not running", and saying so would send the user the wrong way.
+    """
+    if isinstance(exc, requests.Timeout) or isinstance(_root_cause(exc), TimeoutError):
+        # requests takes a number or a (connect, read) pair.
+        limit = timeout[-1] if isinstance(timeout, tuple) else timeout
+        return (f"the agent at {socket_path} accepted the connection but did not answer "
+                f"within {limit:g}s (agent busy or hung?)")
+    cause = _root_cause(exc)
+    if isinstance(cause, PermissionError):
+        return (f"permission denied on the agent socket {socket_path}: run as root "
+                "(or as a user the socket's owner and mode let in)")
+    if isinstance(cause, FileNotFoundError):
+        return f"no agent socket at {socket_path}: is cilium-py-agent running?"
+    return f"cannot reach the agent at {socket_path}: is cilium-py-agent running?"
 
 
 def _error_text(resp: requests.Response) -> str:
