@@ -3,6 +3,7 @@
 #
 #   sudo packaging/install.sh start   install what is missing and start the agent
 #   sudo packaging/install.sh test    install test dependencies and run the whole suite
+#   sudo packaging/install.sh nightly soak, chaos, fuzz and benchmarks, with a report
 #   sudo packaging/install.sh deps    only install (apt, venv, pip, headers link, bpffs)
 #   sudo packaging/install.sh stop    stop an agent started by 'start' without systemd
 #
@@ -173,11 +174,22 @@ run_tests() {
     "$VENV/bin/python" -m pytest tests "$@"
 }
 
+nightly() {
+    # Soak, chaos, fuzz and every benchmark within a budget (tests/nightly/run.py);
+    # results in a dated folder under /var/tmp/cilium-py-nightly (--results-root).
+    test_deps
+    "$VENV/bin/pip" install -q -e "$REPO[test,nightly]"
+    cd "$REPO"
+    log "running the nightly"
+    "$VENV/bin/python" -m tests.nightly.run "$@"
+}
+
 case "${1:-start}" in
     start) start ;;
     stop) stop ;;
     deps) deps; make_venv "" 0 ;;
     --link-headers|headers) install_headers ;;
     test) shift; run_tests "$@" ;;
-    *) die "usage: $0 start|stop|test|deps|--link-headers" ;;
+    nightly) shift; nightly "$@" ;;
+    *) die "usage: $0 start|stop|test|nightly|deps|--link-headers" ;;
 esac

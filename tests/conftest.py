@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The nightly (tests/nightly/fuzz.py) runs property tests with this profile: many more
+# examples than the suite's defaults, no per-example deadline.
+settings.register_profile("nightly", max_examples=2000, deadline=None)
 
 VENV_BIN = Path(sys.executable).parent
 AGENT = str(VENV_BIN / "cilium-py-agent")
