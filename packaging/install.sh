@@ -163,7 +163,7 @@ test_deps() {
     deps
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
         docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins \
-        etcd-server openssl curl wrk nghttp2-client kcat
+        etcd-server openssl curl wrk nghttp2-client kcat gcc
     make_venv "[test]" 1
 }
 

@@ -8,8 +8,9 @@ Three set-ups are brought up at once and measured in rotated order (A B C, B C A
 - routed: plain veths routed by the host, no programs.
 
 iperf3 (1 stream, client CPU0, server CPU1) and sockperf ping-pong (64 B, both on CPU0
-"same", and split "cross"), as ../shared/BENCHMARKS.md describes. Reports the median
-[min-max] over rounds and the ratio to each peer taken within each round.
+"same", and split "cross"): pinned, because a wake-up across CPUs costs more than the
+datapath on a 2-vCPU machine. Reports the median [min-max] over rounds and the ratio to
+each peer taken within each round.
 
     python -m tests.bench.bench_datapath [--rounds 3] [--seconds 5]
 """
