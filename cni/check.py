@@ -52,10 +52,13 @@ def _our_interface(prev: Doc, ifname: str, netns: str) -> tuple[int | None, Doc 
     return None, None
 
 
-def compare(prev: Doc, endpoint: Doc, observed: Doc, ifname: str, netns: str) -> list[str]:
+def compare(prev: Doc, endpoint: Doc, observed: Doc, ifname: str, netns: str,
+            link_routes_in_result: bool = True) -> list[str]:
     """Problems found, empty when the attachment is intact.
 
-    ``prev`` is the prevResult in the internal form (see :func:`result.parse`).
+    ``prev`` is the prevResult in the internal form (see :func:`result.parse`). Before
+    CNI 1.1 a result cannot state an on-link route (``link_routes_in_result`` False),
+    so the agent's routes without a gateway are looked for only in the netns.
     """
     problems: list[str] = []
     index, iface = _our_interface(prev, ifname, netns)
@@ -71,7 +74,8 @@ def compare(prev: Doc, endpoint: Doc, observed: Doc, ifname: str, netns: str) ->
         problems.append(f"the agent is disconnecting endpoint {endpoint.get('id')}")
     want_routes = {_route_key(r["dst"], r.get("gateway")) for r in endpoint.get("routes") or []}
     prev_routes = {_route_key(r["dst"], r.get("gw")) for r in prev.get("routes", [])}
-    missing_prev = want_routes - prev_routes
+    in_result = want_routes if link_routes_in_result else {r for r in want_routes if r[1]}
+    missing_prev = in_result - prev_routes
     if missing_prev:
         problems.append(f"prevResult lacks the agent's routes {sorted(missing_prev)}")
 

@@ -100,13 +100,17 @@ def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Non
         raise from_agent(seen.status, seen.body, f"inspect the interface of endpoint {ep_id}")
     prev = result.parse(conf.prev_result, conf.cni_version)
     problems = verdict.compare(prev, resp.body, verdict.observed_from_agent(seen.body),
-                               env.ifname, env.netns)
+                               env.ifname, env.netns,
+                               result.expresses_link_routes(conf.cni_version))
     agent_ns = seen.body.get("netns")
     if isinstance(agent_ns, str) and not same_netns(runtime_ns, agent_ns):
         problems.insert(0, f"the agent attached endpoint {ep_id} to {agent_ns}, "
                            f"not to CNI_NETNS {env.netns}")
     if problems:
-        raise CNIError(CHECK_FAILED, problems[0], "; ".join(problems))
+        # msg is the first problem; details only add what msg does not already say.
+        rest = problems[1:]
+        raise CNIError(CHECK_FAILED, problems[0],
+                       f"also: {'; '.join(rest)}" if rest else f"endpoint {ep_id}")
     log.debug("check passed", endpoint=ep_id)
 
 

@@ -70,7 +70,9 @@ def from_endpoint(ep: Doc, ifname: str, netns: str, dns: Doc | None = None) -> D
         out: Doc = {"dst": route["dst"]}
         if route.get("gateway"):
             out["gw"] = route["gateway"]
-        if route.get("scope") == "link":
+        if route.get("scope") == "link" or not route.get("gateway"):
+            # A route without a gateway (to the router's /32 or /128) is on-link in both
+            # families; the kernel merely keeps IPv6 routes at universe scope.
             out["scope"] = SCOPE_LINK
         routes.append(out)
 
@@ -84,13 +86,30 @@ def _copy_dns(dns: Doc | None) -> Doc:
     return {k: list(v) if isinstance(v, list) else v for k, v in (dns or {}).items()}
 
 
-def _route_out(route: Doc, cni_version: str) -> Doc:
-    out: Doc = {"dst": route["dst"]}
-    if route.get("gw"):
-        out["gw"] = route["gw"]
-    # Route scope and the other route attributes exist from 1.1.0 on.
-    if "scope" in route and version.parse(cni_version) >= (1, 1, 0):
-        out["scope"] = route["scope"]
+def expresses_link_routes(cni_version: str) -> bool:
+    """Route ``scope`` exists from 1.1.0 on. Before, a route without ``gw`` means "via
+    the default gateway" to a reader of the spec, so an on-link route cannot be said."""
+    return version.parse(cni_version) >= (1, 1, 0)
+
+
+def _is_link_route(route: Doc) -> bool:
+    return route.get("scope") == SCOPE_LINK and not route.get("gw")
+
+
+def _routes_out(routes: list[Doc], cni_version: str) -> list[Doc]:
+    """Routes in ``cni_version``'s terms: on-link routes only where a scope can mark
+    them (an earlier plugin's routes, which carry no scope before 1.1, all stay)."""
+    scoped = expresses_link_routes(cni_version)
+    out = []
+    for route in routes:
+        if not scoped and _is_link_route(route):
+            continue
+        doc: Doc = {"dst": route["dst"]}
+        if route.get("gw"):
+            doc["gw"] = route["gw"]
+        if scoped and "scope" in route:
+            doc["scope"] = route["scope"]
+        out.append(doc)
     return out
 
 
@@ -114,7 +133,7 @@ def render(result: Doc, cni_version: str) -> Doc:
         "cniVersion": cni_version,
         "interfaces": [dict(i) for i in result.get("interfaces", [])],
         "ips": ips,
-        "routes": [_route_out(r, cni_version) for r in result.get("routes", [])],
+        "routes": _routes_out(result.get("routes", []), cni_version),
         "dns": _copy_dns(result.get("dns")),
     }
     return doc
@@ -131,8 +150,8 @@ def _render_legacy(result: Doc, cni_version: str) -> Doc:
         block: Doc = {"ip": ip["address"]}
         if ip.get("gateway"):
             block["gateway"] = ip["gateway"]
-        routes = [_route_out(r, cni_version) for r in result.get("routes", [])
-                  if family_of(r["dst"]) == family]
+        routes = _routes_out([r for r in result.get("routes", [])
+                              if family_of(r["dst"]) == family], cni_version)
         if routes:
             block["routes"] = routes
         doc[key] = block

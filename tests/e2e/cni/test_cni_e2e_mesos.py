@@ -105,8 +105,9 @@ def test_isolator_replay(mesos: MesosAgent, cni_lab: CNILab, cni_version: str | 
     ep = cni_lab.endpoint(f"{container_id}-eth0").json()
     assert result["ip4"] == {
         "ip": f"{ep['addressing']['ipv4']}/32", "gateway": ep["gateway"]["ipv4"],
-        "routes": [{"dst": f"{ep['gateway']['ipv4']}/32"},
-                   {"dst": "0.0.0.0/0", "gw": ep["gateway"]["ipv4"]}]}
+        # No gw-less route to the router: before 1.1 it would read "via the default
+        # gateway" (issue 11 item 17).
+        "routes": [{"dst": "0.0.0.0/0", "gw": ep["gateway"]["ipv4"]}]}
     assert result["ip6"]["ip"] == f"{ep['addressing']['ipv6']}/128"
     assert sorted(ep["labels"]) == ["mesos:app=web", "mesos:tier=frontend"]
     assert ep["container-id"] == container_id and ep["netns"] == handle

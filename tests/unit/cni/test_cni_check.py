@@ -20,7 +20,7 @@ SEEN = {
 }
 
 
-def prev(v: str = "1.0.0") -> dict:
+def prev(v: str = "1.1.0") -> dict:
     return result.parse(result.render(result.from_endpoint(ENDPOINT, "eth0", NETNS), v), v)
 
 
@@ -30,7 +30,16 @@ def observed(**changes: object) -> dict:
 
 def test_intact_attachment_has_no_problems() -> None:
     for v in ("0.4.0", "1.0.0", "1.1.0"):
-        assert check.compare(prev(v), ENDPOINT, observed(), "eth0", NETNS) == []
+        assert check.compare(prev(v), ENDPOINT, observed(), "eth0", NETNS,
+                             result.expresses_link_routes(v)) == []
+
+
+def test_on_link_routes_are_checked_in_the_netns_before_1_1() -> None:
+    # A 1.0 prevResult cannot list the router's on-link route; the netns still must.
+    seen = observed(routes=[r for r in SEEN["routes"] if r["gateway"]])
+    problems = check.compare(prev("1.0.0"), ENDPOINT, seen, "eth0", NETNS, False)
+    assert problems == [f"{NETNS} lacks routes [('10.200.0.1/32', ''), "
+                        f"('fd10:200::1/128', '')] via 'eth0'"]
 
 
 def test_missing_interface() -> None:

@@ -71,8 +71,7 @@ def test_add_result_in_the_config_version(run_cni: Run, fake_agent: FakeAgent,
     assert doc["cniVersion"] == version
     if version in ("0.1.0", "0.2.0"):
         assert doc["ip4"] == {"ip": "10.200.0.2/32", "gateway": "10.200.0.1",
-                              "routes": [{"dst": "10.200.0.1/32"},
-                                         {"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]}
+                              "routes": [{"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]}
         assert doc["ip6"]["ip"] == "fd10:200::2/128"
         assert "interfaces" not in doc
     else:
@@ -80,6 +79,14 @@ def test_add_result_in_the_config_version(run_cni: Run, fake_agent: FakeAgent,
         assert eth0 == {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": container_netns}
         assert [ip["address"] for ip in doc["ips"]] == ["10.200.0.2/32", "fd10:200::2/128"]
         assert ("version" in doc["ips"][0]) == (version in ("0.3.0", "0.3.1", "0.4.0"))
+    # Routes as the spec reads them: on-link routes carry scope 253 (1.1.0 only, both
+    # families); before 1.1 a route without gw would mean "via the default gateway".
+    routes = doc["routes"] if "routes" in doc else [
+        *doc["ip4"].get("routes", []), *doc["ip6"].get("routes", [])]
+    if version == "1.1.0":
+        assert {"dst": "10.200.0.1/32", "scope": 253} in routes
+        assert {"dst": "fd10:200::1/128", "scope": 253} in routes
+    assert all(r.get("gw") or r.get("scope") == 253 for r in routes), routes
     method, path, body = fake_agent.requests[-1]
     assert (method, path) == ("PUT", "/v1/endpoint/ctr1-eth0")
     assert body == {"netns": container_netns, "interface-name": "eth0", "container-id": "ctr1",
@@ -203,11 +210,14 @@ def test_check_fails_when_a_route_or_address_drifted(
     subprocess.run(["nsenter", f"--net={container_netns}", "--", "ip", "route", "del",
                     "default"], check=True)
     doc = assert_error(run_cni("CHECK", conf, netns=container_netns), 101)
-    assert "0.0.0.0/0" in doc["details"]
+    assert "0.0.0.0/0" in doc["msg"]
+    # details add to msg, never repeat it (issue 11 item 17).
+    assert doc["msg"] not in doc["details"]
     subprocess.run(["nsenter", f"--net={container_netns}", "--", "ip", "addr", "del",
                     "10.200.0.2/32", "dev", "eth0"], check=True)
     doc = assert_error(run_cni("CHECK", conf, netns=container_netns), 101)
-    assert "10.200.0.2/32" in doc["details"]
+    assert "10.200.0.2/32" in doc["msg"] and "0.0.0.0/0" in doc["details"]
+    assert doc["msg"] not in doc["details"]
 
 
 def test_check_unknown_container_is_code_3(run_cni: Run, fake_agent: FakeAgent,

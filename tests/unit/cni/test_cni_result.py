@@ -54,10 +54,12 @@ def internal(ep: dict = ENDPOINT, dns: dict | None = None) -> dict:
 def test_legacy_results(v: str) -> None:
     assert result.render(internal(dns={"nameservers": ["10.96.0.10"]}), v) == {
         "cniVersion": v,
+        # No on-link route to the router: without gw it would read "via the default
+        # gateway", and no scope exists before 1.1 (issue 11 item 17).
         "ip4": {"ip": "10.200.0.5/32", "gateway": "10.200.0.1",
-                "routes": [{"dst": "10.200.0.1/32"}, {"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]},
+                "routes": [{"dst": "0.0.0.0/0", "gw": "10.200.0.1"}]},
         "ip6": {"ip": "fd10:200::5/128", "gateway": "fd10:200::1",
-                "routes": [{"dst": "fd10:200::1/128"}, {"dst": "::/0", "gw": "fd10:200::1"}]},
+                "routes": [{"dst": "::/0", "gw": "fd10:200::1"}]},
         "dns": {"nameservers": ["10.96.0.10"]},
     }
 
@@ -73,8 +75,8 @@ def test_0_3_and_0_4_results_tag_ip_versions(v: str) -> None:
             {"version": "6", "address": "fd10:200::5/128", "gateway": "fd10:200::1",
              "interface": 1},
         ],
-        "routes": [{"dst": "10.200.0.1/32"}, {"dst": "0.0.0.0/0", "gw": "10.200.0.1"},
-                   {"dst": "fd10:200::1/128"}, {"dst": "::/0", "gw": "fd10:200::1"}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.200.0.1"},
+                   {"dst": "::/0", "gw": "fd10:200::1"}],
         "dns": {},
     }
 
@@ -88,13 +90,26 @@ def test_1_0_result_has_no_ip_version() -> None:
     ]
     assert doc["interfaces"] == INTERFACES
     assert all("scope" not in r for r in doc["routes"])
+    # Every route of a pre-1.1 result has its gateway (issue 11 item 17).
+    assert doc["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.200.0.1"},
+                             {"dst": "::/0", "gw": "fd10:200::1"}]
 
 
 def test_1_1_result_adds_link_scope_to_routes() -> None:
     doc = result.render(internal(), "1.1.0")
     assert "version" not in doc["ips"][0]
-    assert doc["routes"][0] == {"dst": "10.200.0.1/32", "scope": 253}
-    assert doc["routes"][1] == {"dst": "0.0.0.0/0", "gw": "10.200.0.1"}
+    # Both families' routes to the router are on-link (issue 11 item 17).
+    assert doc["routes"] == [{"dst": "10.200.0.1/32", "scope": 253},
+                             {"dst": "0.0.0.0/0", "gw": "10.200.0.1"},
+                             {"dst": "fd10:200::1/128", "scope": 253},
+                             {"dst": "::/0", "gw": "fd10:200::1"}]
+
+
+def test_an_earlier_plugins_routes_without_gw_stay_before_1_1() -> None:
+    prev = result.parse({"cniVersion": "1.0.0", "interfaces": [], "ips": [],
+                         "routes": [{"dst": "192.168.50.0/24"}]}, "1.0.0")
+    doc = result.render(result.merge(prev, internal()), "1.0.0")
+    assert doc["routes"][0] == {"dst": "192.168.50.0/24"}
 
 
 def test_ips_point_at_the_container_interface() -> None:
@@ -137,7 +152,8 @@ def test_parse_inverts_render(v: str) -> None:
     back = result.parse(result.render(ours, v), v)
     assert [ip["address"] for ip in back["ips"]] == ["10.200.0.5/32", "fd10:200::5/128"]
     assert {(r["dst"], r.get("gw")) for r in back["routes"]} == {
-        (r["dst"], r.get("gw")) for r in ours["routes"]}
+        (r["dst"], r.get("gw")) for r in ours["routes"]
+        if r.get("gw") or result.expresses_link_routes(v)}
     assert back["dns"] == {"nameservers": ["10.96.0.10"]}
     if v != "0.2.0":
         assert back["interfaces"] == INTERFACES
