@@ -29,6 +29,10 @@ DEFAULT_SOCKET = "/var/run/cilium-py/cilium.sock"
 DEFAULT_LOG = "/var/log/cilium-py/cni.log"
 # The newest version Debian's reference plugins (portmap 1.1.x) accept in a chain.
 CONFLIST_VERSION = "1.0.0"
+# Where distributions put the reference plugins (Debian's containernetworking-plugins);
+# runtimes look in /opt/cni/bin, so the chained ones are linked there.
+REFERENCE_PLUGIN_DIRS = ("/usr/lib/cni", "/usr/libexec/cni")
+PORTMAP = "portmap"
 
 
 def package_locations() -> list[tuple[str, str, str]]:
@@ -81,16 +85,45 @@ def cilium_plugin_conf(socket_path: str = DEFAULT_SOCKET, log_file: str = DEFAUL
 
 
 def render_conflist(socket_path: str = DEFAULT_SOCKET, log_file: str = DEFAULT_LOG,
-                    name: str = NETWORK_NAME) -> dict[str, Any]:
+                    name: str = NETWORK_NAME, portmap: bool = True) -> dict[str, Any]:
     """The conflist for ``/etc/cni/net.d``: cilium-py, then portmap for hostPort."""
-    return {
-        "cniVersion": CONFLIST_VERSION,
-        "name": name,
-        "plugins": [
-            cilium_plugin_conf(socket_path, log_file),
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        ],
-    }
+    plugins = [cilium_plugin_conf(socket_path, log_file)]
+    if portmap:
+        plugins.append({"type": PORTMAP, "capabilities": {"portMappings": True}, "snat": True})
+    return {"cniVersion": CONFLIST_VERSION, "name": name, "plugins": plugins}
+
+
+def _runnable(path: str) -> bool:
+    """An executable file (a symlink counts only if its target is one)."""
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def link_reference_plugin(plugins_dir: str, name: str = PORTMAP,
+                          search: Sequence[str] = REFERENCE_PLUGIN_DIRS) -> tuple[str, str]:
+    """Make ``<plugins_dir>/<name>`` runnable; returns (path, what was done).
+
+    A runnable plugin already there is left alone ("present"); otherwise the first
+    runnable one in ``search`` is symlinked ("linked", replacing a dangling link), or
+    nothing is found ("missing"). A chain naming a plugin the runtime cannot find fails
+    ADD, and DEL too before cilium-py is called, so the endpoint would leak.
+    """
+    path = os.path.join(plugins_dir, name)
+    if _runnable(path):
+        return path, "present"
+    source = next((os.path.join(d, name) for d in search if _runnable(os.path.join(d, name))),
+                  None)
+    if source is None:
+        return path, "missing"
+    if os.path.lexists(path) and not os.path.islink(path):
+        # A non-executable file we did not make: do not overwrite it.
+        return path, "missing"
+    os.makedirs(plugins_dir, exist_ok=True)
+    tmp = os.path.join(plugins_dir, f".cilium-py-{name}.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(source, tmp)
+    os.replace(tmp, path)
+    return path, "linked"
 
 
 def write_file(path: str, text: str, mode: int) -> bool:
@@ -128,9 +161,9 @@ def install_plugin(plugins_dir: str, python: str | None = None) -> tuple[str, bo
 
 
 def install_conflist(config_dir: str, socket_path: str = DEFAULT_SOCKET,
-                     log_file: str = DEFAULT_LOG) -> tuple[str, bool]:
+                     log_file: str = DEFAULT_LOG, portmap: bool = True) -> tuple[str, bool]:
     path = os.path.join(config_dir, CONFLIST_NAME)
-    text = json.dumps(render_conflist(socket_path, log_file), indent=2) + "\n"
+    text = json.dumps(render_conflist(socket_path, log_file, portmap=portmap), indent=2) + "\n"
     return path, write_file(path, text, 0o644)
 
 
@@ -143,11 +176,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="where the conflist goes; '' to skip it")
     p.add_argument("--agent-socket", default=DEFAULT_SOCKET)
     p.add_argument("--log-file", default=DEFAULT_LOG)
+    p.add_argument("--reference-plugins-dir", action="append", default=None,
+                   help="where to find portmap when the plugins dir has none (repeatable; "
+                        f"default {' '.join(REFERENCE_PLUGIN_DIRS)})")
     args = p.parse_args(argv)
     path, changed = install_plugin(args.plugins_dir)
     print(f"{'installed' if changed else 'unchanged'}: {path}")
     if args.config_dir:
-        path, changed = install_conflist(args.config_dir, args.agent_socket, args.log_file)
+        search = args.reference_plugins_dir or REFERENCE_PLUGIN_DIRS
+        portmap_path, done = link_reference_plugin(args.plugins_dir, PORTMAP, search)
+        if done == "missing":
+            # A conflist naming a plugin that is not there breaks ADD and DEL alike:
+            # write the chain that works, and say what hostPort needs.
+            print(f"warning: no {PORTMAP} in {args.plugins_dir} or {' '.join(search)} "
+                  "(install containernetworking-plugins): the conflist leaves it out, "
+                  "so hostPort mappings are not honoured", file=sys.stderr)
+        else:
+            print(f"{done}: {portmap_path}"
+                  + (f" -> {os.readlink(portmap_path)}" if done == "linked" else ""))
+        path, changed = install_conflist(args.config_dir, args.agent_socket, args.log_file,
+                                         portmap=done != "missing")
         print(f"{'installed' if changed else 'unchanged'}: {path}")
     return 0
 

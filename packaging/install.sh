@@ -92,14 +92,16 @@ make_venv() {
     for tool in cilium-py-agent cilium-py cilium-py-cni cilium-py-docker; do
         [ -x "$VENV/bin/$tool" ] && ln -sfn "$VENV/bin/$tool" "/usr/local/bin/$tool"
     done
-    # A small launcher (starts in ~9 ms, not a console script's ~19 ms) and the conflist.
+    # A small launcher (starts in ~9 ms, not a console script's ~19 ms) and the conflist;
+    # the conflist chains portmap, which Debian ships in /usr/lib/cni: the installer links
+    # it into /opt/cni/bin, where runtimes look.
     "$VENV/bin/python" -m cilium_py.cni.install --plugins-dir /opt/cni/bin \
         --config-dir /etc/cni/net.d
 }
 
 deps() {
     apt_install python3 python3-venv python3-pip python3-bpfcc iproute2 iptables ca-certificates \
-        bpftool
+        bpftool containernetworking-plugins
     install_headers
     mount_bpffs
 }

@@ -137,9 +137,11 @@ class CNILab:
     def drive(self, verb: str, *, conflist: str | None = None, netns: str | None = None,
               cid: str = "cpyt-ctr", ifname: str = "eth0", args: str = "",
               port_mappings: list[dict[str, Any]] | None = None, conf: str | None = None,
-              command: str | None = None, timeout: float = 120) -> DriverResult:
+              command: str | None = None, timeout: float = 120,
+              cni_path: str | None = None) -> DriverResult:
         """Run the libcni driver inside the node namespace, as a runtime on the node would."""
-        cmd = [self.driver, verb, "-cni-path", self.cni_path, "-cache-dir", str(self.cache_dir),
+        cmd = [self.driver, verb, "-cni-path", cni_path or self.cni_path,
+               "-cache-dir", str(self.cache_dir),
                "-id", cid, "-ifname", ifname]
         if conflist:
             cmd += ["-conflist", conflist]

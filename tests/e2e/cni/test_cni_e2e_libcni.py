@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from cni_e2e import LIBCNI_VERSIONS, CNILab, addresses_in, delete_netns, serve_tcp, tcp_ok, wait_tcp
 
+from cilium_py.cni import install
 from tests.support.netns import NetnsWorker
 
 POD_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name};" \
@@ -50,6 +51,8 @@ def test_chain_add_check_del(cni_lab: CNILab, version: str) -> None:
         assert all("version" not in ip for ip in res["ips"])
     else:
         assert sorted(ip["version"] for ip in res["ips"]) == ["4", "6"]
+    # Before 1.1 a route without gw means "via the default gateway": every route has one.
+    assert res["routes"] and all(r.get("gw") for r in res["routes"]), res["routes"]
     # What the result says is what the container has.
     assert {ip["address"] for ip in res["ips"]} == addresses_in(ns)
 
@@ -92,6 +95,30 @@ def test_libcni_validates_the_network_list(cni_lab: CNILab, version: str) -> Non
     res = cni_lab.drive("validate", conflist=cni_lab.conflist(version))
     assert res.returncode == 0, res
     assert res.doc == {"capabilities": ["portMappings"]}
+
+
+def test_installed_chain_runs_from_the_plugins_dir_alone(cni_lab: CNILab) -> None:
+    # Runtimes look only in their plugins dir (/opt/cni/bin); Debian keeps portmap in
+    # /usr/lib/cni. The installer must leave the shipped chain runnable there, or ADD and
+    # DEL fail before cilium-py is called (issue 11 item 14). A temp dir stands in for
+    # /opt/cni/bin: the machine's own is never touched.
+    plugins, netd = cni_lab.workdir / "opt-cni-bin", cni_lab.workdir / "net.d"
+    assert install.main(["--plugins-dir", str(plugins), "--config-dir", str(netd),
+                         "--agent-socket", cni_lab.agent.socket,
+                         "--log-file", str(cni_lab.log_file)]) == 0
+    conflist = str(netd / install.CONFLIST_NAME)
+    ns, cid = cni_lab.container(), "cpytinst"
+    ports = [{"hostPort": 18081, "containerPort": 80, "protocol": "tcp"}]
+    add = cni_lab.drive("add", conflist=conflist, netns=ns, cid=cid, port_mappings=ports,
+                        cni_path=str(plugins))
+    assert add.returncode == 0, add
+    ipv4 = cni_lab.endpoint(f"{cid}-eth0").json()["addressing"]["ipv4"]
+    assert f"{ipv4}:80" in nat_rules(cni_lab)
+    delete = cni_lab.drive("del", conflist=conflist, netns=ns, cid=cid, port_mappings=ports,
+                           cni_path=str(plugins))
+    assert delete.returncode == 0, delete
+    assert cni_lab.endpoint(f"{cid}-eth0").status_code == 404
+    assert f"{ipv4}:80" not in nat_rules(cni_lab)
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
@@ -215,6 +242,8 @@ def test_spec_1_1_0_verbs(cni_lab: CNILab) -> None:
     assert res["cniVersion"] == "1.1.0"
     assert all("version" not in ip for ip in res["ips"])
     assert {"dst": f"{res['ips'][0]['gateway']}/32", "scope": 253} in res["routes"]
+    # The IPv6 route to the router is on-link too (issue 11 item 17).
+    assert {"dst": f"{res['ips'][1]['gateway']}/128", "scope": 253} in res["routes"]
 
     check_conf = cni_lab.conf({**base, "prevResult": res})
     check = cni_lab.drive("raw", conf=check_conf, command="CHECK", netns=ns_keep, cid="cpytkeep")

@@ -42,11 +42,68 @@ def test_installed_launcher_runs_and_reinstall_is_a_no_op(tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "bin").iterdir()] == ["cilium-py-cni"]
 
 
-def test_module_entry_installs_plugin_and_conflist(tmp_path: Path) -> None:
-    assert install.main(["--plugins-dir", str(tmp_path / "bin"),
-                         "--config-dir", str(tmp_path / "net.d")]) == 0
+def fake_reference_plugins(path: Path) -> Path:
+    """A stand-in for Debian's /usr/lib/cni holding an executable portmap."""
+    path.mkdir()
+    portmap = path / "portmap"
+    portmap.write_text("#!/bin/sh\necho '{\"cniVersion\": \"1.0.0\"}'\n")
+    portmap.chmod(0o755)
+    return portmap
+
+
+def test_module_entry_installs_plugin_and_conflist(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # The conflist chains portmap: the plugins dir must have one that runs, else ADD and
+    # DEL fail before cilium-py is called (issue 11 item 14).
+    portmap = fake_reference_plugins(tmp_path / "usr-lib-cni")
+    argv = ["--plugins-dir", str(tmp_path / "bin"), "--config-dir", str(tmp_path / "net.d"),
+            "--reference-plugins-dir", str(tmp_path / "none"),
+            "--reference-plugins-dir", str(portmap.parent)]
+    assert install.main(argv) == 0
     conflist = json.loads((tmp_path / "net.d" / "05-cilium-py.conflist").read_text())
     assert [p["type"] for p in conflist["plugins"]] == ["cilium-py-cni", "portmap"]
+    linked = tmp_path / "bin" / "portmap"
+    assert os.readlink(linked) == str(portmap)
+    assert subprocess.run([str(linked)], capture_output=True).returncode == 0
+    assert f"linked: {linked} -> {portmap}" in capsys.readouterr().out
+    assert install.main(argv) == 0
+    assert f"present: {linked}" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["cilium-py-cni", "portmap"]
+
+
+def test_portmap_already_installed_is_left_alone(tmp_path: Path) -> None:
+    own = fake_reference_plugins(tmp_path / "bin")
+    own.write_text("#!/bin/sh\n# the operator's own portmap\n")
+    fake_reference_plugins(tmp_path / "ref")
+    assert install.link_reference_plugin(str(tmp_path / "bin"), "portmap",
+                                         [str(tmp_path / "ref")]) == (str(own), "present")
+    assert not own.is_symlink() and "operator" in own.read_text()
+
+
+def test_dangling_portmap_link_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "portmap").symlink_to(tmp_path / "gone")
+    ref = fake_reference_plugins(tmp_path / "ref")
+    path, done = install.link_reference_plugin(str(tmp_path / "bin"), "portmap",
+                                               [str(ref.parent)])
+    assert done == "linked" and os.readlink(path) == str(ref)
+
+
+def test_without_portmap_anywhere_the_conflist_leaves_it_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert install.main(["--plugins-dir", str(tmp_path / "bin"),
+                         "--config-dir", str(tmp_path / "net.d"),
+                         "--reference-plugins-dir", str(tmp_path / "none")]) == 0
+    conflist = json.loads((tmp_path / "net.d" / "05-cilium-py.conflist").read_text())
+    assert [p["type"] for p in conflist["plugins"]] == ["cilium-py-cni"]
+    assert "no portmap" in capsys.readouterr().err
+    assert not (tmp_path / "bin" / "portmap").exists()
+
+
+def test_install_sh_installs_the_reference_plugins() -> None:
+    script = (REPO / "packaging/install.sh").read_text()
+    deps = script[script.index("deps() {"):script.index("wait_healthy()")]
+    assert "containernetworking-plugins" in deps
 
 
 def test_shipped_conflist_is_the_rendered_one() -> None:
