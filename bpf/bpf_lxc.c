@@ -28,6 +28,11 @@
  * in maps keyed by the host veth's ifindex or the endpoint's IP
  * (lib/endpoints.h), so attaching an endpoint is map writes and netlink.
  *
+ * Services (lib/lb.h): from_container rewrites a packet for a frontend to
+ * its backend before anything else looks at it; replies that conntrack
+ * classifies as such get the frontend back as their source where they enter
+ * the client.
+ *
  * Build options (-D from the loader): CPY_PIN_ROOT, ENABLE_IPV4, ENABLE_IPV6,
  * CT_MAP_SIZE, ENDPOINT_MAP_SIZE, IPCACHE_MAP_SIZE, POLICY_MAP_SIZE,
  * CT_LIFETIME_*, CT_ACCOUNTING.
@@ -51,6 +56,7 @@
 #include "lib/icmp6.h"
 #include "lib/proxy.h"
 #include "lib/overlay.h"
+#include "lib/lb.h"
 
 struct arp_eth {
 	__be16 hrd;
@@ -209,16 +215,22 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
  * direct delivery or the host stack.
  */
 static __always_inline int from_container_l4(struct __sk_buff *skb, const struct ep_config *cfg,
-					     const struct pkt_info *pkt)
+					     struct pkt_info *pkt)
 {
-	struct endpoint_info *dst = lookup_endpoint(pkt);
 	__u32 now = ct_now();
-	int ct, state;
+	/* A packet for a service frontend goes to its backend from here on (lib/lb.h). */
+	int ct, state, lb = lb_from_container(skb, pkt, now);
+	struct endpoint_info *dst;
 
+	if (lb < 0)
+		return drop_from(skb, pkt, -lb, cfg);
+	dst = lookup_endpoint(pkt);
 	ct = ct_lookup_egress(skb, pkt, dst != 0, now);
 	state = ct & CT_STATE_MASK;
 	if (state == CT_UNRELATED)
 		return drop_from(skb, pkt, DROP_ICMP_UNRELATED, cfg);
+	if (state == CT_REPLY && (lb = lb_rev_nat(skb, pkt)) < 0)
+		return drop_from(skb, pkt, -lb, cfg);
 	/* Every packet in the original direction, redirected flows included. */
 	if ((state == CT_NEW || state == CT_ESTABLISHED) && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
 		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
@@ -360,13 +372,15 @@ static __always_inline __u32 source_identity(const struct __sk_buff *skb,
 
 /* Traffic the host stack routed to the container: track it, apply ingress policy. */
 static __always_inline int to_container_ip(struct __sk_buff *skb, const struct ep_config *cfg,
-					   const struct pkt_info *pkt)
+					   struct pkt_info *pkt)
 {
 	__u32 now = ct_now();
-	int ct = ct_lookup_ingress(skb, pkt, now);
+	int lb, ct = ct_lookup_ingress(skb, pkt, now);
 
 	if (ct == CT_UNRELATED)
 		return drop_to(skb, pkt, DROP_ICMP_UNRELATED, cfg);
+	if (ct == CT_REPLY && (lb = lb_rev_nat(skb, pkt)) < 0)
+		return drop_to(skb, pkt, -lb, cfg);
 	/* Redirected at ingress after the host stack routed it: no hairpin (yet). */
 	if (ct & CT_TO_PROXY)
 		return drop_to(skb, pkt, DROP_PROXY_UNAVAILABLE, cfg);
@@ -462,6 +476,9 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 				 dst->ifindex, remote, dst->identity);
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);
+	if (ct == CT_REPLY && lb_rev_nat(skb, pkt) < 0)
+		return send_drop(skb, pkt, DROP_WRITE_ERROR, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, remote, dst->identity);
 	/* Every packet in the original direction; replies and related pass. */
 	if (ct == CT_NEW || ct == CT_ESTABLISHED) {
 		verdict = policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS);

@@ -25,6 +25,7 @@ from ..metrics import AgentMetrics, NullMetrics
 from ..monitor.hub import EventHub
 from ..node.cluster import ClusterNode, is_cluster_store
 from ..proxy.manager import ProxyManager
+from ..service import ServiceManager
 from ..store import EtcdTLS, Store, open_store
 from . import prereqs
 from .policy_manager import PolicyManager
@@ -69,6 +70,7 @@ class Agent:
         self.endpoints = EndpointManager(
             node_store, self.ipam, self.identities, datapath, on_change=self._endpoint_changed
         )
+        self.services = ServiceManager(node_store, datapath, self._reserved_service_addresses)
         if config.kubeconfig:
             from ..k8s.pods import PodLabels, pod_of
 
@@ -129,6 +131,13 @@ class Agent:
             return
         self.policy.endpoint_ipcache_changed(ep)
         self.policy.regenerate(ep)
+
+    def _reserved_service_addresses(self) -> list[tuple[str, str]]:
+        """Addresses a service frontend may not take: the router's and every endpoint's."""
+        out = [(str(self.ipam.router(f)), "the router") for f in (4, 6) if self.ipam.enabled(f)]
+        for ep in self.endpoints.list():
+            out += [(addr, f"endpoint {ep.id}") for addr in ep.addressing.values() if addr]
+        return out
 
     def _on_drop(self, event: dict[str, Any]) -> None:
         """Datapath events (drops, traces, verdicts) named by endpoint, then fanned out."""
@@ -196,6 +205,8 @@ class Agent:
             keep = {ep.ifindex for ep in self.endpoints.list()}
             summary["map-entries-removed"] = self.datapath.flush_orphans(keep)
         log.info("endpoints restored", extra={"fields": summary})
+        if self.datapath is not None:
+            log.info("services restored", extra={"fields": self.services.restore()})
         self.policy.regenerate_all()
         if self.cluster is not None:
             entries: dict[str, int] = {}

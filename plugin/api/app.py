@@ -45,6 +45,6 @@ def _count_requests(app: Flask) -> None:
 
 def extra_blueprints() -> list[Any]:
     """Blueprints of later subsystems; kept in one list so the app has one shape."""
-    from . import bpf, endpoints, monitor, policy
+    from . import bpf, endpoints, monitor, policy, service
 
-    return [endpoints.bp, bpf.bp, policy.bp, monitor.bp]
+    return [endpoints.bp, bpf.bp, policy.bp, monitor.bp, service.bp]

@@ -1,4 +1,4 @@
-"""``cilium-py bpf endpoint|ct|drops list``: the pinned maps as the datapath sees them."""
+"""``cilium-py bpf endpoint|ct|drops|lb list``: the pinned maps as the datapath sees them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         ("ipcache", run_ipcache, "address/prefix to identity map"),
         ("metrics", run_metrics, "forwarding counters per path"),
         ("tunnel", run_tunnel, "overlay map: remote endpoint ranges to nodes"),
+        ("lb", run_lb, "load-balancing maps: service frontends and their backend slots"),
     ):
         mp = bsub.add_parser(name, help=helptext)
         msub = mp.add_subparsers(dest="bpf_cmd", metavar="list")
@@ -69,6 +70,27 @@ def run_metrics(args: argparse.Namespace, client: AgentClient) -> int:
 
 def run_tunnel(args: argparse.Namespace, client: AgentClient) -> int:
     return _table(client.get("/v1/bpf/tunnel"), args.output)
+
+
+def run_lb(args: argparse.Namespace, client: AgentClient) -> int:
+    rows = client.get("/v1/bpf/lb")
+    if args.output == "json":
+        print_json(rows)
+        return 0
+    table = []
+    for row in rows:
+        backends = row["backends"] or [None]
+        for i, be in enumerate(backends):
+            first = i == 0
+            table.append((
+                row["frontend"] if first else "", row["protocol"] if first else "",
+                row["service"] if first else "", row["slots"] if first else "",
+                f"{be['address']}:{be['port']}" if be and ":" not in str(be["address"])
+                else (f"[{be['address']}]:{be['port']}" if be else "(none)"),
+                be["slots"] if be else "", be["id"] if be else ""))
+    print_table(("FRONTEND", "PROTO", "SERVICE", "SLOTS", "BACKEND", "BACKEND-SLOTS",
+                 "BACKEND-ID"), table)
+    return 0
 
 
 def run_drops(args: argparse.Namespace, client: AgentClient) -> int:

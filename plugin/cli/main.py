@@ -10,10 +10,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bpf, bugtool, endpoint, health, identity, mesos, monitor, node, policy, status
+from . import (
+    bpf,
+    bugtool,
+    endpoint,
+    health,
+    identity,
+    mesos,
+    monitor,
+    node,
+    policy,
+    service,
+    status,
+)
 from .client import AgentClient, CLIError, default_socket
 
-COMMANDS = [status, endpoint, identity, policy, monitor, bpf, node, health, mesos, bugtool]
+COMMANDS = [status, endpoint, identity, policy, service, monitor, bpf, node, health, mesos,
+            bugtool]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,13 +16,15 @@ Lifecycle::
     dp.set_ipcache({prefix: identity})  # full desired ipcache; writes the diff
     dp.ipcache_entries()        # rows for `cilium-py bpf ipcache list`
     dp.subscribe_drops(cb)      # cb(dict) on a reader thread, one call per dropped packet
+    dp.set_service(id, fe, bes) # balance a frontend over backends (lb.py, bpf/lib/lb.h)
+    dp.lb_entries()             # rows for `cilium-py bpf lb list`
     dp.close()                  # release fds; programs stay attached, maps stay pinned
     dp.purge()                  # close + unpin every map (full teardown, tests)
 
 What outlives the agent: the programs attached to the host veths (tc holds
 them) and the pinned maps under ``bpf_root`` (cpy_lxc, cpy_ep_cfg, cpy_ct4,
 cpy_ct6, cpy_frag, cpy_metrics, cpy_drops, cpy_ipcache, cpy_policy, cpy_tunnel,
-cpy_node). Traffic keeps
+cpy_node, cpy_lb_*). Traffic keeps
 flowing, and policy stays enforced, while no agent runs.
 After a restart, ``start()`` compiles again and bcc reuses the pins; the agent
 then calls ``attach_endpoint`` for every endpoint it restores, which rewrites
@@ -53,6 +55,16 @@ from . import attach, bpfsys
 from .conntrack import ct_row
 from .endpoint import EndpointDatapathInfo, numeric_endpoint_id
 from .events import DropEventReader
+from .lb import (
+    LB_AFFINITY,
+    LB_BACKEND,
+    LB_CONN,
+    LB_REV,
+    LB_SVC,
+    LbBackendSpec,
+    LbFrontend,
+    LbTable,
+)
 from .loader import DatapathError, DatapathOptions, LoadedPrograms, compile_and_load
 from .maps import (
     AF_INET,
@@ -611,6 +623,39 @@ class Datapath:
                     if e.expires < now:
                         removed += ct.delete(key)
         return removed
+
+    # -- load balancing (bpf/lib/lb.h, lb.py) -----------------------------------
+
+    def _lb(self) -> LbTable:
+        return LbTable(*(self._map(n) for n in (LB_SVC, LB_BACKEND, LB_CONN, LB_REV,
+                                                 LB_AFFINITY)))
+
+    def set_service(self, svc_id: int, frontend: LbFrontend, backends: list[LbBackendSpec],
+                    affinity_timeout: int = 0,
+                    old_frontend: LbFrontend | None = None) -> dict[str, int]:
+        """Balance ``frontend`` over ``backends`` (replaces what the service had)."""
+        with self._lock:
+            return self._lb().set_service(svc_id, frontend, backends, affinity_timeout,
+                                          old_frontend)
+
+    def delete_service(self, svc_id: int, frontend: LbFrontend) -> None:
+        with self._lock:
+            self._lb().delete_service(svc_id, frontend)
+
+    def flush_services(self, keep: dict[int, LbFrontend]) -> int:
+        """Remove frontends and backends no service in ``keep`` (id -> frontend) owns."""
+        with self._lock:
+            return self._lb().delete_unknown(keep)
+
+    def lb_entries(self) -> list[dict[str, Any]]:
+        """Rows for ``cilium-py bpf lb list``: frontends and their backend slots."""
+        with self._lock:
+            return self._lb().rows()
+
+    def lb_connections(self) -> list[dict[str, Any]]:
+        """Balanced connections (cpy_lb_conn): client, frontend, chosen backend."""
+        with self._lock:
+            return list(self._lb().connections())
 
     # -- counters and events --------------------------------------------------
 

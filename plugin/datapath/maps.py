@@ -273,6 +273,7 @@ class DropReason(enum.IntEnum):
     PROXY_UNSUPPORTED = 12
     ICMP_ERROR_UNRELATED = 13
     FORBIDDEN_ICMPV6 = 14
+    NO_SERVICE_BACKEND = 24  # bpf/lib/lb.h
 
     @property
     def label(self) -> str:
@@ -357,6 +358,9 @@ def map_specs(
         MapSpec(NODE, bpfsys.BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, NodeConfig, 1),
         MapSpec(FRAG, bpfsys.BPF_MAP_TYPE_LRU_HASH, FragKey, FragPorts, FRAG_MAP_SIZE),
     ]
+    from .lb import lb_map_specs  # the load-balancing maps (bpf/lib/lb.h)
+
+    specs += lb_map_specs()
     return {s.name: s for s in specs}
 
 

@@ -1,0 +1,120 @@
+"""Services: validated against the node's state, stored, written to the datapath.
+
+The store is the source of truth: a service is stored before its map entries
+are written, so a crash in between is repaired by ``restore`` on the next
+start, which rewrites every stored service and removes map entries no stored
+service owns. Maps are pinned, so balanced connections keep flowing while no
+agent runs.
+
+Refused (409, naming ``frontend-address``): a frontend that is a local
+endpoint's or the router's address, and a frontend (address, port, protocol)
+another service already has.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import Conflict, NotFound, Unavailable
+from ..logs import get_logger
+from ..store import Store
+from .model import Service
+
+log = get_logger("service")
+
+KEY_PREFIX = "cilium-py/services/"
+
+
+class ServiceManager:
+    def __init__(self, store: Store, datapath: Any,
+                 reserved_addresses: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        """``reserved_addresses()`` yields (address, what) pairs a frontend may not use."""
+        self.store = store
+        self.datapath = datapath
+        self.reserved_addresses = reserved_addresses
+        self._lock = threading.RLock()
+
+    def _key(self, svc_id: int) -> str:
+        return f"{KEY_PREFIX}{svc_id}"
+
+    def list(self) -> list[Service]:
+        out = []
+        for kv in self.store.list(KEY_PREFIX):
+            try:
+                out.append(Service.from_json(kv.value))
+            except Exception:  # noqa: BLE001 - one bad record must not hide the rest
+                log.exception("unreadable service record", extra={"fields": {"key": kv.key}})
+        return sorted(out, key=lambda s: s.id)
+
+    def get(self, svc_id: int) -> Service:
+        kv = self.store.get(self._key(svc_id))
+        if kv is None:
+            raise NotFound(f"service {svc_id} not found", {"id": "no such service"})
+        return Service.from_json(kv.value)
+
+    def _check(self, svc: Service) -> None:
+        for address, what in self.reserved_addresses():
+            if str(ipaddress.ip_address(address)) == svc.ip:
+                raise Conflict(f"frontend {svc.ip} is {what}'s address",
+                               {"frontend-address.ip": f"address of {what}"})
+        for other in self.list():
+            if other.id != svc.id and other.frontend_key == svc.frontend_key:
+                raise Conflict(
+                    f"frontend {svc.ip} port {svc.port}/{svc.protocol} belongs to service "
+                    f"{other.id}", {"frontend-address": f"used by service {other.id}"})
+
+    def upsert(self, svc: Service) -> tuple[Service, bool]:
+        """Create or replace a service; True when it is new."""
+        with self._lock:
+            if self.datapath is None or not getattr(self.datapath, "started", True):
+                raise Unavailable("the BPF datapath is not running: services cannot be "
+                                  "balanced")
+            self._check(svc)
+            kv = self.store.get(self._key(svc.id))
+            old = Service.from_json(kv.value) if kv is not None else None
+            self.store.put(self._key(svc.id), svc.to_json())
+            try:
+                self._write(svc, old)
+            except Exception:
+                # Never half-made: put back what was there (store and maps).
+                if old is None:
+                    self.store.delete(self._key(svc.id))
+                    self.datapath.delete_service(svc.id, svc.lb_frontend())
+                else:
+                    self.store.put(self._key(svc.id), old.to_json())
+                    self._write(old, svc)
+                raise
+            log.info("service %s", "updated" if old else "created", extra={"fields": {
+                "id": svc.id, "frontend": f"{svc.ip}:{svc.port}/{svc.protocol}",
+                "backends": len(svc.backends)}})
+            return svc, old is None
+
+    def _write(self, svc: Service, old: Service | None) -> None:
+        self.datapath.set_service(
+            svc.id, svc.lb_frontend(), svc.lb_backends(), svc.lb_affinity_timeout,
+            old.lb_frontend() if old is not None else None)
+
+    def delete(self, svc_id: int) -> None:
+        with self._lock:
+            svc = self.get(svc_id)
+            if self.datapath is not None:
+                self.datapath.delete_service(svc.id, svc.lb_frontend())
+            self.store.delete(self._key(svc_id))
+            log.info("service deleted", extra={"fields": {"id": svc_id}})
+
+    def restore(self) -> dict[str, int]:
+        """After a start: every stored service into the maps, strays out of them."""
+        with self._lock:
+            services = self.list()
+            written = 0
+            for svc in services:
+                try:
+                    self._write(svc, None)
+                    written += 1
+                except Exception:  # noqa: BLE001 - report, keep restoring the others
+                    log.exception("restoring service failed", extra={"fields": {"id": svc.id}})
+            removed = self.datapath.flush_services({s.id: s.lb_frontend() for s in services})
+            return {"services": written, "map-entries-removed": removed}
