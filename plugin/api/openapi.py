@@ -24,6 +24,7 @@ from marshmallow import Schema
 from .. import __version__
 from ..endpoint.model import EndpointRequestSchema, EndpointSchema, LabelsPatchSchema
 from ..policy.schema import RuleSchema
+from ..service.model import ServiceRequestSchema, ServiceSchema
 from . import schemas as s
 
 JSON = "application/json"
@@ -114,6 +115,16 @@ OPERATIONS: dict[str, Op] = {
         query=s.MonitorQuerySchema, content="application/x-ndjson"),
     "bpf.node": Op("This node and the cluster's nodes (cluster mode)",
                    _ok(ANY_OBJECT, "node document")),
+    "service.list_services": Op("All services (load balancing)",
+                                _ok(ServiceSchema(many=True))),
+    "service.put_service": Op("Create or replace a service", {
+        201: ("created", ServiceSchema), 200: ("replaced", ServiceSchema),
+        **dict([_NO_DATAPATH])}, body=ServiceRequestSchema),
+    "service.get_service": Op("One service", _ok(ServiceSchema)),
+    "service.delete_service": Op("Delete a service", {204: ("deleted", None),
+                                                       **dict([_NO_DATAPATH])}),
+    "service.bpf_lb": Op("BPF load-balancing maps: frontends and their backend slots",
+                         {200: ("frontends", ANY_ARRAY), **dict([_NO_DATAPATH])}),
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .endpoint import EndpointDatapathInfo
+from .lb import LbBackendSpec, LbFrontend
 
 if TYPE_CHECKING:
     from ..policy.resolve import ResolvedPolicy
@@ -127,6 +128,30 @@ class DatapathContract(Protocol):
         ...
 
     def tunnel_entries(self) -> list[dict[str, Any]]:
+        ...
+
+    # -- load balancing (bpf/lib/lb.h) -------------------------------------------
+
+    def set_service(self, svc_id: int, frontend: LbFrontend, backends: list[LbBackendSpec],
+                    affinity_timeout: int = 0,
+                    old_frontend: LbFrontend | None = None) -> dict[str, int]:
+        """Balance ``frontend`` over ``backends``, replacing what the service had."""
+        ...
+
+    def delete_service(self, svc_id: int, frontend: LbFrontend) -> None:
+        """Stop balancing ``frontend``."""
+        ...
+
+    def flush_services(self, keep: dict[int, LbFrontend]) -> int:
+        """Remove frontends and backends no service in ``keep`` owns; count."""
+        ...
+
+    def lb_entries(self) -> list[dict[str, Any]]:
+        """Frontends with their backend slots, as the kernel holds them."""
+        ...
+
+    def lb_connections(self) -> list[dict[str, Any]]:
+        """Balanced connections: client, frontend, chosen backend."""
         ...
 
     # -- conntrack -------------------------------------------------------------

@@ -288,7 +288,7 @@ class LbTable:
                 heads[bytes(base)] = (key, value)
             else:
                 slots.setdefault(bytes(base), {})[int(key.slot)] = int(value.count)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for packed, (key, head) in heads.items():
             per_backend: dict[int, int] = {}
             for n in range(1, int(head.count) + 1):
@@ -313,7 +313,7 @@ class LbTable:
                 if head.flags & LB_SVC_F_AFFINITY else 0,
                 "backends": listed,
             })
-        rows.sort(key=lambda r: r["service"])
+        rows.sort(key=lambda r: int(r["service"]))
         return rows
 
     def connections(self) -> Iterator[dict[str, Any]]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
+from ..datapath.contract import DatapathContract
 from ..errors import Conflict, NotFound, Unavailable
 from ..logs import get_logger
 from ..store import Store
@@ -29,7 +29,7 @@ KEY_PREFIX = "cilium-py/services/"
 
 
 class ServiceManager:
-    def __init__(self, store: Store, datapath: Any,
+    def __init__(self, store: Store, datapath: DatapathContract | None,
                  reserved_addresses: Callable[[], Iterable[tuple[str, str]]]) -> None:
         """``reserved_addresses()`` yields (address, what) pairs a frontend may not use."""
         self.store = store
@@ -69,7 +69,7 @@ class ServiceManager:
     def upsert(self, svc: Service) -> tuple[Service, bool]:
         """Create or replace a service; True when it is new."""
         with self._lock:
-            if self.datapath is None or not getattr(self.datapath, "started", True):
+            if self.datapath is None:
                 raise Unavailable("the BPF datapath is not running: services cannot be "
                                   "balanced")
             self._check(svc)
@@ -93,6 +93,8 @@ class ServiceManager:
             return svc, old is None
 
     def _write(self, svc: Service, old: Service | None) -> None:
+        if self.datapath is None:
+            raise Unavailable("the BPF datapath is not running")
         self.datapath.set_service(
             svc.id, svc.lb_frontend(), svc.lb_backends(), svc.lb_affinity_timeout,
             old.lb_frontend() if old is not None else None)
@@ -116,5 +118,7 @@ class ServiceManager:
                     written += 1
                 except Exception:  # noqa: BLE001 - report, keep restoring the others
                     log.exception("restoring service failed", extra={"fields": {"id": svc.id}})
+            if self.datapath is None:
+                return {"services": 0, "map-entries-removed": 0}
             removed = self.datapath.flush_services({s.id: s.lb_frontend() for s in services})
             return {"services": written, "map-entries-removed": removed}
