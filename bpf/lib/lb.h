@@ -286,7 +286,8 @@ static __always_inline int lb_from_container(struct __sk_buff *skb, struct pkt_i
 
 	lb_tuple_of(&t, pkt);
 	conn = cpy_lb_conn.lookup(&t);
-	if (conn && conn->expires >= now &&
+	/* A flow of a service deleted since (another id, same frontend) is new. */
+	if (conn && conn->expires >= now && conn->svc_id == svc->svc_id &&
 	    !(pkt->proto == IPPROTO_TCP &&
 	      (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)) {
 		__u32 expires = now + lb_lifetime(pkt->proto);

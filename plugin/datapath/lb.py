@@ -251,10 +251,15 @@ class LbTable:
             self.svc.delete(frontend.key(n))
 
     def delete_service(self, svc_id: int, frontend: LbFrontend) -> None:
-        """Stop balancing ``frontend``: its slots, then its backends."""
+        """Stop balancing ``frontend``: its slots, its backends, then its connections
+        (a service created later on the same frontend starts afresh)."""
         self._delete_frontend(frontend)
         for bid in self._service_backends(svc_id).values():
             self.backend.delete(ctypes.c_uint32(bid))
+        for m in (self.conn, self.rev):
+            for key, nat in list(m.items()):
+                if int(nat.svc_id) == svc_id:
+                    m.delete(key)
 
     def service_ids(self) -> set[int]:
         return {int(v.svc_id) for k, v in self.svc.items() if k.slot == 0}

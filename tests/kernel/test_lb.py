@@ -99,9 +99,14 @@ def udp_who(dst: str, port: int = PORT, timeout: float = 1.0) -> tuple[str, str]
 
 
 def udp_many(dst: str, count: int, port: int = PORT) -> dict[str, int]:
+    """``count`` answered datagrams, each from a fresh socket (a loaded machine may lose
+    one: it is sent again, from another socket, up to three times)."""
     out: collections.Counter[str] = collections.Counter()
     for _ in range(count):
-        got = udp_who(dst, port)
+        for _try in range(3):
+            got = udp_who(dst, port)
+            if got:
+                break
         out[f"{got[0]}@{got[1]}" if got else "-"] += 1
     return dict(out)
 
