@@ -3,17 +3,22 @@
 #
 #   sudo packaging/install.sh start   install what is missing and start the agent
 #   sudo packaging/install.sh test    install test dependencies and run the whole suite
+#                                     (extra arguments are added to 'pytest tests')
 #   sudo packaging/install.sh nightly soak, chaos, fuzz and benchmarks, with a report
 #   sudo packaging/install.sh deps    only install (apt, venv, pip, headers link, bpffs)
 #   sudo packaging/install.sh stop    stop an agent started by 'start' without systemd
 #
 # The code goes into a virtualenv (/opt/cilium-py/venv by default, CILIUM_PY_VENV to
 # change it) built from Debian's python3; bcc (python3-bpfcc) is linked into it.
+# 'test' never touches that production copy: it installs this checkout (editable, with
+# the test extras) into a virtualenv of its own, /opt/cilium-py-test/venv by default
+# (CILIUM_PY_TEST_VENV to change it), and links no commands or CNI plugin into the system.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 VENV="${CILIUM_PY_VENV:-/opt/cilium-py/venv}"
+TEST_VENV="${CILIUM_PY_TEST_VENV:-/opt/cilium-py-test/venv}"
 PY=/usr/bin/python3
 RUN_DIR=/var/run/cilium-py
 LOG_DIR=/var/log/cilium-py
@@ -70,25 +75,32 @@ mount_bpffs() {
 }
 
 make_venv() {
-    local extras="$1" editable="$2"
-    if [ ! -x "$VENV/bin/python" ]; then
-        log "creating virtualenv $VENV"
-        mkdir -p "$(dirname "$VENV")"
-        "$PY" -m venv "$VENV"
+    # make_venv VENV EXTRAS EDITABLE: create VENV if missing, pip install the checkout.
+    local venv="$1" extras="$2" editable="$3"
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating virtualenv $venv"
+        mkdir -p "$(dirname "$venv")"
+        "$PY" -m venv "$venv"
     fi
-    log "pip install cilium-py$extras"
+    log "pip install cilium-py$extras into $venv"
     local target="$REPO$extras"
     if [ "$editable" = 1 ]; then
-        "$VENV/bin/pip" install -q -e "$target"
+        "$venv/bin/pip" install -q -e "$target"
     else
-        "$VENV/bin/pip" install -q "$target"
+        "$venv/bin/pip" install -q "$target"
     fi
     # bcc is Debian's python3-bpfcc: make exactly that package importable from the venv.
     local site
-    site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-    mkdir -p "$VENV/lib/bcc-dist"
-    ln -sfn /usr/lib/python3/dist-packages/bcc "$VENV/lib/bcc-dist/bcc"
-    echo "$VENV/lib/bcc-dist" > "$site/cilium_py_bcc.pth"
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    mkdir -p "$venv/lib/bcc-dist"
+    ln -sfn /usr/lib/python3/dist-packages/bcc "$venv/lib/bcc-dist/bcc"
+    echo "$venv/lib/bcc-dist" > "$site/cilium_py_bcc.pth"
+}
+
+install_production() {
+    # The production copy: a regular (not editable) install, its commands on PATH, the
+    # CNI launcher and conflist where runtimes look for them.
+    make_venv "$VENV" "" 0
     for tool in cilium-py-agent cilium-py cilium-py-cni cilium-py-docker; do
         [ -x "$VENV/bin/$tool" ] && ln -sfn "$VENV/bin/$tool" "/usr/local/bin/$tool"
     done
@@ -120,7 +132,7 @@ wait_healthy() {
 
 start() {
     deps
-    make_venv "" 0
+    install_production
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     if [ -d /run/systemd/system ]; then
         log "installing systemd units"
@@ -166,30 +178,32 @@ test_deps() {
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
         docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins \
         etcd-server openssl curl wrk nghttp2-client kcat gcc
-    make_venv "[test]" 1
+    [ "$(realpath -m "$TEST_VENV")" != "$(realpath -m "$VENV")" ] \
+        || die "CILIUM_PY_TEST_VENV must not be the production virtualenv ($VENV)"
+    make_venv "$TEST_VENV" "[test]" 1
 }
 
 run_tests() {
     test_deps
     cd "$REPO"
-    log "running the test suite"
-    "$VENV/bin/python" -m pytest tests "$@"
+    log "running the test suite with $TEST_VENV"
+    "$TEST_VENV/bin/python" -m pytest tests "$@"
 }
 
 nightly() {
     # Soak, chaos, fuzz and every benchmark within a budget (tests/nightly/run.py);
     # results in a dated folder under /var/tmp/cilium-py-nightly (--results-root).
     test_deps
-    "$VENV/bin/pip" install -q -e "$REPO[test,nightly]"
+    "$TEST_VENV/bin/pip" install -q -e "$REPO[test,nightly]"
     cd "$REPO"
-    log "running the nightly"
-    "$VENV/bin/python" -m tests.nightly.run "$@"
+    log "running the nightly with $TEST_VENV"
+    "$TEST_VENV/bin/python" -m tests.nightly.run "$@"
 }
 
 case "${1:-start}" in
     start) start ;;
     stop) stop ;;
-    deps) deps; make_venv "" 0 ;;
+    deps) deps; install_production ;;
     --link-headers|headers) install_headers ;;
     test) shift; run_tests "$@" ;;
     nightly) shift; nightly "$@" ;;
