@@ -152,6 +152,10 @@ def test_only_the_agent_imports_the_api() -> None:
     assert importers == ["agent"]
 
 
+# Underscored names that are the public API of Flask/werkzeug, not anybody's internals.
+FLASK_API = {"_get_current_object"}
+
+
 def test_api_routes_use_public_surfaces_only() -> None:
     """No ``obj._private`` in plugin/api: routes reach the agent's subsystems (the endpoint
     manager, the policy manager, the datapath) through their public methods."""
@@ -161,6 +165,6 @@ def test_api_routes_use_public_surfaces_only() -> None:
             if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
                 continue
             own = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
-            if not own and not node.attr.startswith("__"):
+            if not own and not node.attr.startswith("__") and node.attr not in FLASK_API:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
     assert offenders == []
