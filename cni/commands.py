@@ -45,6 +45,8 @@ def endpoint_request(env: Environment, conf: NetConf) -> Doc:
         "interface-name": env.ifname,
         "container-id": env.container_id,
         "container-name": args.container_name(cni_args),
+        # The network each attachment belongs to, so GC can be scoped to one network.
+        "network": conf.name,
         "labels": args.endpoint_labels(cni_args, conf.args),
         "addressing": {"ipv4": None, "ipv6": None},
     }
@@ -115,10 +117,13 @@ def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Non
 
 
 def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
-    """Delete this plugin's endpoints whose attachment the runtime no longer lists.
+    """Delete this network's endpoints whose attachment the runtime no longer lists.
 
-    Keeps going past a failed delete so one stuck endpoint does not shield the rest,
-    then reports the first failure's code.
+    Only endpoints ADDed for this network (``network`` == the config's ``name``) are
+    candidates: the valid-attachments list speaks for one network, and another network
+    using this plugin and agent has its own. Endpoints made before the network was
+    recorded (no ``network``) are left to DEL. Keeps going past a failed delete so one
+    stuck endpoint does not shield the rest, then reports the first failure's code.
     """
     if conf.valid_attachments is None:
         raise CNIError(INVALID_NETWORK_CONFIG, "GC needs 'cni.dev/valid-attachments'",
@@ -129,8 +134,12 @@ def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
         raise from_agent(resp.status, resp.body, "list endpoints")
     failures: list[CNIError] = []
     removed = []
+    other_networks = 0
     for ep in resp.body:
         if not isinstance(ep, dict) or not ids.is_cni_endpoint(ep):
+            continue
+        if ep.get("network") != conf.name:
+            other_networks += 1
             continue
         if (ep["container-id"], ep["interface-name"]) in valid:
             continue
@@ -139,7 +148,8 @@ def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
             removed.append(ep["id"])
         else:
             failures.append(from_agent(gone.status, gone.body, f"delete endpoint {ep['id']}"))
-    log.info("garbage collected", removed=removed, kept=len(valid), failed=len(failures))
+    log.info("garbage collected", removed=removed, kept=len(valid), failed=len(failures),
+             not_this_network=other_networks)
     if failures:
         first = failures[0]
         raise CNIError(first.code, f"GC could not remove {len(failures)} endpoint(s): "

@@ -17,6 +17,7 @@ class Endpoint:
     interface_name: str = "eth0"
     container_id: str = ""
     container_name: str = ""
+    network: str = ""  # the runtime's network name (CNI), metadata only
     host_interface: str = ""
     container_interface: str | None = None
     docker: bool = False

@@ -189,6 +189,7 @@ class EndpointManager:
             interface_name=req["interface_name"],
             container_id=req.get("container_id", ""),
             container_name=req.get("container_name", ""),
+            network=req.get("network", ""),
             labels=labels.strings(),
             enforcement=req.get("enforcement"),
             host_interface=plumbing.host_ifname(ep_id),

@@ -54,6 +54,9 @@ class EndpointRequestSchema(Schema):
     )
     container_id = fields.String(data_key="container-id", load_default="")
     container_name = fields.String(data_key="container-name", load_default="")
+    # The runtime's network (a CNI network name): metadata, so that a runtime's GC for
+    # one network leaves the attachments of another network on this agent alone.
+    network = fields.String(load_default="", validate=validate.Length(max=256))
     labels = fields.List(fields.String(), load_default=list)
     addressing = fields.Nested(AddressingSchema, load_default=dict)
     enforcement = fields.String(
@@ -85,6 +88,7 @@ class EndpointSchema(Schema):
     id = fields.String(required=True)
     container_id = fields.String(data_key="container-id")
     container_name = fields.String(data_key="container-name")
+    network = fields.String()
     interface_name = fields.String(data_key="interface-name")
     netns = fields.String()
     host_interface = fields.String(data_key="host-interface")

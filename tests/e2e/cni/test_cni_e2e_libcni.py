@@ -227,9 +227,15 @@ def test_connectivity_and_policy_between_two_pods(cni_lab: CNILab) -> None:
 
 def test_spec_1_1_0_verbs(cni_lab: CNILab) -> None:
     """ADD/CHECK/STATUS/GC/DEL at 1.1.0 through libcni's exec layer (no 1.1.0 libcni here)."""
-    ns_keep, ns_stale = cni_lab.container(), cni_lab.container()
+    ns_keep, ns_stale, ns_other = cni_lab.container(), cni_lab.container(), cni_lab.container()
     base = {"cniVersion": "1.1.0", "name": "cpyt-cilium", **cni_lab.plugin_conf()}
     conf = cni_lab.conf(base)
+    # A second network on the same plugin and agent: GC of the first leaves it alone
+    # (issue 11 item 13).
+    other_conf = cni_lab.conf({**base, "name": "cpyt-other"})
+    other = cni_lab.drive("raw", conf=other_conf, command="ADD", netns=ns_other, cid="cpytother")
+    assert other.returncode == 0, other
+    assert cni_lab.endpoint("cpytother-eth0").json()["network"] == "cpyt-other"
 
     version = cni_lab.drive("raw", conf=conf, command="VERSION")
     assert version.doc["supportedVersions"][-1] == "1.1.0", version
@@ -259,6 +265,10 @@ def test_spec_1_1_0_verbs(cni_lab: CNILab) -> None:
     assert cni_lab.endpoint("cpytkeep-eth0").status_code == 200
     assert cni_lab.endpoint("cpytstale-eth0").status_code == 404
     assert addresses_in(ns_stale) == set()
+    assert cni_lab.endpoint("cpytother-eth0").status_code == 200
+    assert addresses_in(ns_other) != set()
+    gone = cni_lab.drive("raw", conf=other_conf, command="DEL", netns=ns_other, cid="cpytother")
+    assert gone.returncode == 0, gone
 
     delete = cni_lab.drive("raw", conf=conf, command="DEL", netns=ns_keep, cid="cpytkeep")
     assert delete.returncode == 0, delete

@@ -136,6 +136,7 @@ class FakeAgent:
         return {
             "id": ep_id, "container-id": body.get("container-id", ""),
             "container-name": body.get("container-name", ""),
+            "network": body.get("network", ""),
             "interface-name": body.get("interface-name", "eth0"), "netns": body["netns"],
             "host-interface": f"lxc{host:08x}", "ifindex": 100 + host,
             "mac": f"02:00:00:00:{host >> 8:02x}:{host & 0xff:02x}",

@@ -90,7 +90,7 @@ def test_add_result_in_the_config_version(run_cni: Run, fake_agent: FakeAgent,
     method, path, body = fake_agent.requests[-1]
     assert (method, path) == ("PUT", "/v1/endpoint/ctr1-eth0")
     assert body == {"netns": container_netns, "interface-name": "eth0", "container-id": "ctr1",
-                    "container-name": "", "labels": [],
+                    "container-name": "", "network": "cpyt-net", "labels": [],
                     "addressing": {"ipv4": None, "ipv6": None}}
 
 
@@ -380,11 +380,17 @@ def test_gc_removes_only_our_stale_attachments(run_cni: Run, fake_agent: FakeAge
     # An endpoint the Docker driver made: not ours to collect.
     fake_agent.endpoints["9f" * 32] = {"id": "9f" * 32, "container-id": "dockerctr",
                                        "interface-name": "eth0"}
+    # Another network using this plugin and agent: its list is not ours (issue 11 item 13).
+    other = {**conf_for(fake_agent, "1.1.0"), "name": "cpyt-other"}
+    res = run_cni("ADD", other, container_id="elsewhere", netns=container_netns)
+    assert res.returncode == 0, res
+    assert fake_agent.requests[-1][2]["network"] == "cpyt-other"
     conf = conf_for(fake_agent, "1.1.0", **{"cni.dev/valid-attachments": [
         {"containerID": "keep", "ifname": "eth0"}, {"containerID": "keep", "ifname": "net1"}]})
     res = run_cni("GC", conf, netns=None, drop=("CNI_CONTAINERID", "CNI_IFNAME"))
     assert (res.returncode, res.stdout) == (0, ""), res
-    assert sorted(fake_agent.endpoints) == sorted(["keep-eth0", "keep-net1", "9f" * 32])
+    assert sorted(fake_agent.endpoints) == sorted(["keep-eth0", "keep-net1", "9f" * 32,
+                                                   "elsewhere-eth0"])
     assert_error(run_cni("GC", conf_for(fake_agent, "1.1.0")), 7, "1.1.0")
     assert_error(run_cni("GC", conf_for(fake_agent, "1.0.0", **{
         "cni.dev/valid-attachments": []})), 1)
