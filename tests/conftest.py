@@ -94,7 +94,7 @@ class RunningAgent:
         return self.proc.returncode
 
 
-def wait_for_socket(agent: RunningAgent, timeout: float = 30) -> None:
+def wait_for_socket(agent: RunningAgent, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if agent.proc.poll() is not None:
@@ -123,7 +123,11 @@ def start_agent(netns: str, workdir: str, bpf_root: str, *extra: str,
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT)
     logf.close()
     agent = RunningAgent(netns, state_dir, sock, bpf_root, proc, log_path, list(extra))
-    wait_for_socket(agent)
+    try:
+        wait_for_socket(agent)
+    except BaseException:
+        agent.stop()  # an agent that did not come up must not outlive the test
+        raise
     return agent
 
 

@@ -49,11 +49,13 @@ def namespaces(*names: str) -> Iterator[list[str]]:
 def running_agent(node_ns: str, *flags: str) -> Iterator[RunningAgent]:
     work = tempfile.mkdtemp(prefix="cpyb-")
     bpf_root = f"/sys/fs/bpf/{name('cpyb')}"
-    agent = start_agent(node_ns, work, bpf_root, "--log-level", "warning", *flags)
+    agent = None
     try:
+        agent = start_agent(node_ns, work, bpf_root, "--log-level", "warning", *flags)
         yield agent
     finally:
-        agent.stop()
+        if agent is not None:
+            agent.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(bpf_root, ignore_errors=True)
 
