@@ -500,3 +500,31 @@ def test_policy_trace_http(clean) -> None:
     assert "Final verdict: ALLOWED" in ok.stdout and "allowed by http rule" in ok.stdout
     bad = clean.agent.cli(*base, "--http-method", "GET", "--http-path", "/private")
     assert "Final verdict: DENIED" in bad.stdout and "403" in bad.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_agent_restart_keeps_l7_verdicts(clean, sig) -> None:
+    """The agent stopped (gracefully or killed) and started again on its state: the L7
+    rule is in force afterwards, and no denied request is answered in between."""
+    clean.apply([server_rule([{
+        "fromEndpoints": [{"matchLabels": {"app": "client"}}],
+        "toPorts": [http_port([{"method": "GET", "path": "/public"}])]}])])
+    assert clean.status("client", "server", "/public") == 200
+    old = clean.agent
+    old.stop(sig)
+    # While no agent runs, a denied request is never answered 200 (fail closed).
+    assert clean.status("client", "server", "/private", timeout=1) != 200
+    clean.agent = start_agent(old.netns, os.path.dirname(old.socket), old.bpf_root,
+                              *old.extra_args, state_dir=old.state_dir)
+    deadline = time.monotonic() + 30
+    got = {}
+    while time.monotonic() < deadline:
+        got = {path: clean.status("client", "server", path, timeout=1)
+               for path in ("/public", "/private")}
+        assert got["/private"] != 200, "a denied request got through after the restart"
+        if got == {"/public": 200, "/private": 403}:
+            break
+        time.sleep(0.2)
+    assert got == {"/public": 200, "/private": 403}
+    for fam in ("ipv4", "ipv6"):
+        assert clean.status("other", "server", "/public", fam=fam) == 0
