@@ -108,7 +108,7 @@ def wait_for_socket(agent: RunningAgent, timeout: float = 90) -> None:
 
 
 def start_agent(netns: str, workdir: str, bpf_root: str, *extra: str,
-                state_dir: str | None = None) -> RunningAgent:
+                state_dir: str | None = None, timeout: float | None = None) -> RunningAgent:
     state_dir = state_dir or os.path.join(workdir, "state")
     sock = os.path.join(workdir, "agent.sock")
     log_path = os.path.join(workdir, "agent.log")
@@ -124,7 +124,7 @@ def start_agent(netns: str, workdir: str, bpf_root: str, *extra: str,
     logf.close()
     agent = RunningAgent(netns, state_dir, sock, bpf_root, proc, log_path, list(extra))
     try:
-        wait_for_socket(agent)
+        wait_for_socket(agent, *(() if timeout is None else (timeout,)))
     except BaseException:
         agent.stop()  # an agent that did not come up must not outlive the test
         raise
