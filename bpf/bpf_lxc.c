@@ -248,8 +248,12 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);
 
-	/* Expiring packets take the slow path: the host stack sends time exceeded. */
-	if (dst && pkt->ttl > 1)
+	/*
+	 * Expiring packets take the slow path: the host stack sends time exceeded.
+	 * So do replies of connections that came through the stack (a hostPort
+	 * DNAT from another local endpoint): only the stack can undo its NAT.
+	 */
+	if (dst && pkt->ttl > 1 && !(ct & CT_VIA_STACK))
 		return deliver_local(skb, cfg, pkt, dst, ct, now);
 	if (state == CT_NEW && ct_create(skb, pkt, CT_EGRESS, 0, cfg->identity, now) < 0)
 		return drop_from(skb, pkt, DROP_CT_ERROR, cfg);
@@ -402,8 +406,16 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 		if (verdict > 0 && !proxy_mark_is(skb, MARK_FROM_PROXY_INGRESS))
 			return send_drop(skb, pkt, DROP_PROXY_UNAVAILABLE, DIR_TO_CONTAINER,
 					 cfg->ep_id, skb->ifindex, remote, cfg->identity);
-		if (ct == CT_NEW &&
-		    ct_create(skb, pkt, CT_INGRESS, proxied ? CT_F_FROM_PROXY : 0, remote, now) < 0)
+		/*
+		 * From a local endpoint, yet routed by the stack instead of delivered
+		 * directly: the node rewrote it (hostPort DNAT). Its replies go back
+		 * the same way (CT_F_VIA_STACK), so that the stack's reverse NAT runs.
+		 */
+		__u16 flags = proxied ? CT_F_FROM_PROXY :
+			      (skb->ingress_ifindex && lookup_ep_config(skb->ingress_ifindex)) ?
+			      CT_F_VIA_STACK : 0;
+
+		if (ct == CT_NEW && ct_create(skb, pkt, CT_INGRESS, flags, remote, now) < 0)
 			return drop_to(skb, pkt, DROP_CT_ERROR, cfg);
 	}
 	metric_count(METRIC_TO_EP_FROM_STACK, skb->len);

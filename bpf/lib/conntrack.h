@@ -72,6 +72,8 @@
 #define CT_COVERS_PEER 0x10
 /* Returned with the state: the packet belongs to the proxy (lib/proxy.h). */
 #define CT_TO_PROXY 0x20
+/* Returned with a reply's state: the connection came through the host stack. */
+#define CT_VIA_STACK 0x40
 
 #define CT_F_TX_CLOSING 0x1	/* FIN seen in the opening direction */
 #define CT_F_RX_CLOSING 0x2	/* FIN seen in the reply direction */
@@ -80,6 +82,13 @@
 #define CT_F_LOCAL 0x10		/* egress entry delivered directly: covers the peer's ingress */
 #define CT_F_PROXY_REDIRECT 0x20	/* redirected to an L7 proxy: packets go to its socket */
 #define CT_F_FROM_PROXY 0x40	/* opened by an L7 proxy: replies go back to its socket */
+/*
+ * Ingress entry of a connection a local endpoint opened that reached this one
+ * through the host stack rather than by direct delivery: the node rewrote it
+ * on the way (a hostPort DNAT, say), so replies must go back through the
+ * stack for the reverse NAT instead of straight into the peer.
+ */
+#define CT_F_VIA_STACK 0x80
 
 #ifndef CT_LIFETIME_TCP
 #define CT_LIFETIME_TCP 21600
@@ -377,7 +386,8 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 	e = ct_find(pkt, 1, CT_INGRESS);
 	if (ct_live(e, now)) {
 		ct_account(e, 1, pkt, skb->len, now);
-		return CT_REPLY | ((e->flags & CT_F_FROM_PROXY) ? CT_TO_PROXY : 0);
+		return CT_REPLY | ((e->flags & CT_F_FROM_PROXY) ? CT_TO_PROXY : 0) |
+		       ((e->flags & CT_F_VIA_STACK) ? CT_VIA_STACK : 0);
 	}
 	return CT_NEW;
 }

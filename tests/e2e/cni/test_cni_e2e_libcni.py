@@ -316,3 +316,49 @@ def test_cni_log_records_every_exec(cni_lab: CNILab) -> None:
     records = [json.loads(line) for line in cni_lab.log_file.read_text().splitlines()]
     done = [r["msg"] for r in records if r.get("container") == "cpytlog" and "done" in r["msg"]]
     assert done == ["ADD done", "DEL done"]
+
+
+def test_pod_reaches_a_host_port_on_its_own_node(cni_lab: CNILab) -> None:
+    """Pod to another pod's hostPort, and a pod to its own (hairpin), on one node.
+
+    portmap DNATs node:18090 to the server pod; the reply must go back through the
+    node's stack for the reverse NAT, or it arrives from the pod's own address and the
+    client resets (issue 11 item 12). The server's ingress policy still sees the
+    client's own identity. Real traffic between test namespaces.
+    """
+    ports = [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]
+    pods, conflists = {}, {}
+    for name in ("hpserver", "hpclient", "hpother"):
+        ns, cid = cni_lab.container(), f"cpyt{name}"
+        conflists[name] = cni_lab.conflist("1.0.0", **app_labels(name))
+        res = cni_lab.drive("add", conflist=conflists[name], netns=ns, cid=cid,
+                            args=pod_args(name, cid),
+                            port_mappings=ports if name == "hpserver" else None)
+        assert res.returncode == 0, res
+        pods[name] = (ns, cid, cni_lab.endpoint(f"{cid}-eth0").json())
+    workers = {name: NetnsWorker(ns) for name, (ns, _, _) in pods.items()}
+    try:
+        workers["hpserver"].call(serve_tcp, (80,))
+        node = pods["hpserver"][2]["gateway"]
+        server = pods["hpserver"][2]["addressing"]
+        assert wait_tcp(workers["hpclient"], server["ipv4"], 80, True)
+        for fam in ("ipv4", "ipv6"):
+            assert wait_tcp(workers["hpclient"], node[fam], 18090, True), f"pod->hostPort {fam}"
+            # portmap's snat masquerades the hairpin to the node's address.
+            assert wait_tcp(workers["hpserver"], node[fam], 18090, True), f"hairpin {fam}"
+            assert workers["hpclient"].call(tcp_ok, server[fam], 80), fam
+        # Through the hostPort the server's policy judges the client's own identity.
+        cni_lab.apply_policy([{
+            "endpointSelector": {"matchLabels": {"container:app": "hpserver"}},
+            "ingress": [{"fromEndpoints": [{"matchLabels": {"container:app": "hpclient"}}]}],
+        }])
+        for fam in ("ipv4", "ipv6"):
+            assert workers["hpclient"].call(tcp_ok, node[fam], 18090), f"allowed {fam}"
+            assert not workers["hpother"].call(tcp_ok, node[fam], 18090), f"denied {fam}"
+    finally:
+        for w in workers.values():
+            w.close()
+    for name, (ns, cid, _) in pods.items():
+        res = cni_lab.drive("del", conflist=conflists[name], netns=ns, cid=cid,
+                            port_mappings=ports if name == "hpserver" else None)
+        assert res.returncode == 0, res
