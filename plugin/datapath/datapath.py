@@ -147,6 +147,7 @@ class Datapath:
         self._policy: PolicyTable | None = None
         self._ipcache: IpcacheTable | None = None
         self._tunnel: TunnelTable | None = None
+        self._lbt: LbTable | None = None
         # Policy part of each endpoint's flags word, by endpoint id: survives a
         # re-attach, which rewrites the endpoint's config entries.
         self._policy_flags: dict[int, int] = {}
@@ -237,6 +238,7 @@ class Datapath:
         self._policy = None
         self._ipcache = None
         self._tunnel = None
+        self._lbt = None
 
     # -- endpoints ------------------------------------------------------------
 
@@ -627,8 +629,10 @@ class Datapath:
     # -- load balancing (bpf/lib/lb.h, lb.py) -----------------------------------
 
     def _lb(self) -> LbTable:
-        return LbTable(*(self._map(n) for n in (LB_SVC, LB_BACKEND, LB_CONN, LB_REV,
-                                                 LB_AFFINITY)))
+        if self._lbt is None:
+            self._lbt = LbTable(*(self._map(n) for n in (LB_SVC, LB_BACKEND, LB_CONN, LB_REV,
+                                                          LB_AFFINITY)))
+        return self._lbt
 
     def set_service(self, svc_id: int, frontend: LbFrontend, backends: list[LbBackendSpec],
                     affinity_timeout: int = 0,

@@ -179,17 +179,19 @@ class LbTable:
     def __init__(self, svc: Any, backend: Any, conn: Any, rev: Any, affinity: Any) -> None:
         self.svc, self.backend, self.conn, self.rev, self.affinity = (
             svc, backend, conn, rev, affinity)
+        # Backend ids by service, read from the kernel once (what a previous agent
+        # wrote), then kept in step: an update must not walk every backend.
+        self._by_svc: dict[int, dict[tuple[str, int], int]] = {}
+        for key, value in backend.items():
+            bid = int(key.value)
+            self._by_svc.setdefault(bid >> 16, {})[
+                (_addr_str(value.addr, value.family), _htons(int(value.port)))] = bid
 
     # -- writing ----------------------------------------------------------------
 
     def _service_backends(self, svc_id: int) -> dict[tuple[str, int], int]:
         """(address, port) -> backend id, of the backends the kernel holds for svc_id."""
-        out = {}
-        for key, value in self.backend.items():
-            if int(key.value) >> 16 == svc_id:
-                out[(_addr_str(value.addr, value.family), _htons(int(value.port)))] = int(
-                    key.value)
-        return out
+        return dict(self._by_svc.get(svc_id, {}))
 
     def set_service(self, svc_id: int, frontend: LbFrontend,
                     backends: Sequence[LbBackendSpec], affinity_timeout: int = 0,
@@ -241,6 +243,8 @@ class LbTable:
         for bid in existing.values():
             if bid not in keep:
                 removed += self.backend.delete(ctypes.c_uint32(bid))
+        self._by_svc[svc_id] = {(str(ipaddress.ip_address(b.address)), b.port): bid
+                                for b, bid in zip(backends, ids, strict=True)}
         return {"slots": len(slots), "backends": len(ids), "backends_removed": removed}
 
     def _delete_frontend(self, frontend: LbFrontend) -> None:
@@ -254,7 +258,7 @@ class LbTable:
         """Stop balancing ``frontend``: its slots, its backends, then its connections
         (a service created later on the same frontend starts afresh)."""
         self._delete_frontend(frontend)
-        for bid in self._service_backends(svc_id).values():
+        for bid in self._by_svc.pop(svc_id, {}).values():
             self.backend.delete(ctypes.c_uint32(bid))
         for m in (self.conn, self.rev):
             for key, nat in list(m.items()):
@@ -277,6 +281,8 @@ class LbTable:
         for key in list(self.backend.keys()):
             if int(key.value) >> 16 not in keep:
                 removed += self.backend.delete(key)
+        for svc_id in set(self._by_svc) - set(keep):
+            del self._by_svc[svc_id]
         return removed
 
     # -- reading ----------------------------------------------------------------

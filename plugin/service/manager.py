@@ -36,35 +36,63 @@ class ServiceManager:
         self.datapath = datapath
         self.reserved_addresses = reserved_addresses
         self._lock = threading.RLock()
+        self._cache: dict[int, Service] | None = None
+        self._frontends: dict[tuple[str, int, str], int] = {}
 
     def _key(self, svc_id: int) -> str:
         return f"{KEY_PREFIX}{svc_id}"
 
+    def _services(self) -> dict[int, Service]:
+        """By id: read from the store once, then kept in step (the agent is the only
+        writer of its services), so that a clash check is no scan of the store."""
+        if self._cache is None:
+            cache: dict[int, Service] = {}
+            for kv in self.store.list(KEY_PREFIX):
+                try:
+                    svc = Service.from_json(kv.value)
+                except Exception:  # noqa: BLE001 - one bad record must not hide the rest
+                    log.exception("unreadable service record",
+                                  extra={"fields": {"key": kv.key}})
+                    continue
+                cache[svc.id] = svc
+            self._cache = cache
+            self._frontends = {s.frontend_key: s.id for s in cache.values()}
+        return self._cache
+
     def list(self) -> list[Service]:
-        out = []
-        for kv in self.store.list(KEY_PREFIX):
-            try:
-                out.append(Service.from_json(kv.value))
-            except Exception:  # noqa: BLE001 - one bad record must not hide the rest
-                log.exception("unreadable service record", extra={"fields": {"key": kv.key}})
-        return sorted(out, key=lambda s: s.id)
+        with self._lock:
+            return sorted(self._services().values(), key=lambda s: s.id)
 
     def get(self, svc_id: int) -> Service:
-        kv = self.store.get(self._key(svc_id))
-        if kv is None:
+        with self._lock:
+            svc = self._services().get(svc_id)
+        if svc is None:
             raise NotFound(f"service {svc_id} not found", {"id": "no such service"})
-        return Service.from_json(kv.value)
+        return svc
+
+    def _remember(self, svc: Service, old: Service | None) -> None:
+        services = self._services()
+        if old is not None:
+            self._frontends.pop(old.frontend_key, None)
+            services.pop(old.id, None)
+        services[svc.id] = svc
+        self._frontends[svc.frontend_key] = svc.id
+
+    def _forget(self, svc: Service) -> None:
+        self._services().pop(svc.id, None)
+        self._frontends.pop(svc.frontend_key, None)
 
     def _check(self, svc: Service) -> None:
         for address, what in self.reserved_addresses():
             if str(ipaddress.ip_address(address)) == svc.ip:
                 raise Conflict(f"frontend {svc.ip} is {what}'s address",
                                {"frontend-address.ip": f"address of {what}"})
-        for other in self.list():
-            if other.id != svc.id and other.frontend_key == svc.frontend_key:
-                raise Conflict(
-                    f"frontend {svc.ip} port {svc.port}/{svc.protocol} belongs to service "
-                    f"{other.id}", {"frontend-address": f"used by service {other.id}"})
+        self._services()
+        other = self._frontends.get(svc.frontend_key)
+        if other is not None and other != svc.id:
+            raise Conflict(
+                f"frontend {svc.ip} port {svc.port}/{svc.protocol} belongs to service "
+                f"{other}", {"frontend-address": f"used by service {other}"})
 
     def upsert(self, svc: Service) -> tuple[Service, bool]:
         """Create or replace a service; True when it is new."""
@@ -73,11 +101,11 @@ class ServiceManager:
                 raise Unavailable("the BPF datapath is not running: services cannot be "
                                   "balanced")
             self._check(svc)
-            kv = self.store.get(self._key(svc.id))
-            old = Service.from_json(kv.value) if kv is not None else None
+            old = self._services().get(svc.id)
             self.store.put(self._key(svc.id), svc.to_json())
             try:
                 self._write(svc, old)
+                self._remember(svc, old)
             except Exception:
                 # Never half-made: put back what was there (store and maps).
                 if old is None:
@@ -105,6 +133,7 @@ class ServiceManager:
             if self.datapath is not None:
                 self.datapath.delete_service(svc.id, svc.lb_frontend())
             self.store.delete(self._key(svc_id))
+            self._forget(svc)
             log.info("service deleted", extra={"fields": {"id": svc_id}})
 
     def restore(self) -> dict[str, int]:
