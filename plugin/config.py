@@ -53,6 +53,13 @@ def _optional_str(value: Any) -> str | None:
     return None if text.lower() in ("", "none", "off", "disabled") else text
 
 
+def _map_size(value: Any) -> int:
+    number = int(value)
+    if not 1 <= number <= 1 << 24:
+        raise ValueError(f"a map size is 1..{1 << 24} entries, not {number}")
+    return number
+
+
 def _setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -100,6 +107,14 @@ class AgentConfig:
         True, _bool, "let the host (reserved:host) reach local endpoints"
     )
     threads: int = _setting(16, int, "API worker threads")
+    policy_map_size: int = _setting(
+        65536, _map_size, "entries of the BPF policy map (all endpoints' policy entries)"
+    )
+    ipcache_map_size: int = _setting(
+        16384, _map_size, "entries of the BPF ipcache (prefix -> identity)"
+    )
+    endpoint_map_size: int = _setting(4096, _map_size, "entries of the BPF endpoint maps")
+    ct_map_size: int = _setting(65536, _map_size, "entries of each BPF conntrack map (per family)")
     kubeconfig: str | None = _setting(
         None, _optional_str, "kubeconfig: fetch pod labels from the Kubernetes API server"
     )

@@ -100,6 +100,9 @@ class Agent:
                 families=[f for f in (4, 6) if self.ipam.enabled(f)]))
         self.register_probe("proxy", self.proxies.health)
         self.policy = PolicyManager(self)
+        # Attach closes a new endpoint, then writes its policy through this (failures
+        # are the attach's, never swallowed).
+        self.endpoints.policy = self.policy
         self.register_probe("datapath", self._datapath_health)
         self.register_probe("endpoints", self._endpoints_health)
         self.register_probe("policy", self._policy_health)
@@ -107,30 +110,19 @@ class Agent:
         self._stopping = threading.Event()
 
     def _endpoint_changed(self, ep: Any, event: str) -> None:
-        """Keep policy in step with endpoints.
-
-        A new identity can change what every rule selects, so all endpoints are
-        regenerated then; otherwise only the endpoint itself and the address map.
-        """
+        """Events and address index for every change; a deleted endpoint's entries
+        go. (A new or relabelled endpoint's policy is written by the attach itself,
+        through ``PolicyManager.enforce``, whose failure the caller sees.)"""
         self._index_addresses()
         self._agent_event({"labels": "endpoint-labels-changed"}.get(event, f"endpoint-{event}"),
                           endpoint=ep.id, identity=ep.identity, labels=list(ep.labels))
-        if not self.node_started:
+        if not self.node_started or event != "deleted":
             return
-        if event == "deleted":
-            self.policy.forget(ep.id)
-            self.policy.endpoint_ipcache_changed(ep, gone=True)
-            if self.cluster is not None:
-                self.cluster.withdraw(list(self.policy.endpoint_ipcache(ep)))
-            return
+        self.policy.retry.clear(ep.id)
+        self.policy.forget(ep.id)
+        self.policy.endpoint_ipcache_changed(ep, gone=True)
         if self.cluster is not None:
-            self.cluster.publish(self.policy.endpoint_ipcache(ep))
-        if ep.identity not in self.policy.index():
-            self.policy.identity_changed()
-            self.policy.regenerate_all()
-            return
-        self.policy.endpoint_ipcache_changed(ep)
-        self.policy.regenerate(ep)
+            self.cluster.withdraw(list(self.policy.endpoint_ipcache(ep)))
 
     def _reserved_service_addresses(self) -> list[tuple[str, str]]:
         """Addresses a service frontend may not take: the router's and every endpoint's."""
@@ -214,6 +206,7 @@ class Agent:
                 entries.update(self.policy.endpoint_ipcache(ep))
             self.cluster.publish(entries)
         self.node_started = True
+        self.policy.retry.start()
         self._start_metrics_server()
         self._start_health()
         self._start_docker_labels()
@@ -342,15 +335,25 @@ class Agent:
 
     def _endpoints_health(self) -> dict[str, Any]:
         eps = self.endpoints.list()
-        not_ready = [e.id for e in eps if e.state != "ready"]
+        not_ready = [e for e in eps if e.state != "ready"]
         # Deleted endpoints whose veth the reaper has not removed yet: a number that
         # stays up means veth deletion is stuck in the kernel.
         removing = self.endpoints.reaper.pending()
+        failing = [e for e in not_ready if e.state_reason]
+        message = f"{len(eps)} endpoints, {len(eps) - len(not_ready)} ready"
+        if failing:
+            first = failing[0]
+            message += (f"; {len(failing)} not ready and denying all traffic (endpoint "
+                        f"{first.id}: {first.state_reason})")
+        if removing:
+            message += f", {removing} deleted ones being removed"
         return {
             "status": "degraded" if not_ready else "ok",
-            "message": f"{len(eps)} endpoints, {len(eps) - len(not_ready)} ready"
-                       + (f", {removing} deleted ones being removed" if removing else ""),
-            "details": {"not-ready": not_ready[:20], "being-removed": removing},
+            "message": message,
+            "details": {"not-ready": [e.id for e in not_ready[:20]],
+                        "reasons": {e.id: e.state_reason for e in failing[:20]},
+                        "retrying": self.policy.retry.pending(),
+                        "being-removed": removing},
         }
 
     def _policy_health(self) -> dict[str, Any]:

@@ -59,6 +59,10 @@ def make_datapath(config: AgentConfig) -> DatapathContract:
         config.bpf_root,
         ipv4=bool(config.ipv4_pool),
         ipv6=bool(config.ipv6_pool),
+        policy_size=config.policy_map_size,
+        ipcache_size=config.ipcache_map_size,
+        endpoint_size=config.endpoint_map_size,
+        ct_size=config.ct_map_size,
     )
 
 

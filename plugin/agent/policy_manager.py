@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..endpoint.manager import parse_labels
-from ..errors import InvalidInput, NotFound
+from ..errors import CiliumPyError, InvalidInput, NotFound, Unavailable
 from ..labels import LabelSet, cidr_identity_labels
 from ..labels.label import LabelError, parse_select_label
 from ..logs import get_logger
 from ..policy import (
+    Direction,
+    DirectionPolicy,
     EnforcementMode,
     IdentityIndex,
     PolicyValidationError,
@@ -36,6 +38,7 @@ from ..policy.l4 import Protocol
 from ..policy.l7 import HTTPRequest
 from ..proxy.redirects import redirected_ports, with_proxy_ports
 from ..store import Store
+from .retry import RegenerationRetry
 
 log = get_logger("policy")
 
@@ -78,6 +81,10 @@ class PolicyManager:
         self._node_addrs: list[str] = []
         self._l7_proxies: tuple[str, ...] | None = None
         self._rule_keys: list[str] = []  # store key of each rule, in repository order
+        # Endpoints whose last regeneration failed: denying, not-ready, tried again.
+        self.retry = RegenerationRetry(self._retry_endpoint)
+        # Set while the ipcache could not be written: every endpoint waits on it.
+        self._ipcache_error: str | None = None
 
     @property
     def l7_proxies(self) -> tuple[str, ...]:
@@ -346,14 +353,116 @@ class PolicyManager:
                     "id": ep.id, "ports": sorted(gained), "entries": cut}})
         ep.policy_revision = resolved.revision or 0
 
+    # -- fail closed -----------------------------------------------------------------
+
+    def _closed(self, ep: Any, *, host: bool) -> ResolvedPolicy:
+        """Both directions enforced; nothing allowed but, with ``host``, what
+        --allow-host-ingress lets the host send."""
+        if host:
+            return resolve_policy((), LabelSet.parse(ep.labels), self.index(),
+                                  mode=EnforcementMode.ALWAYS,
+                                  allow_host_ingress=self.agent.config.allow_host_ingress)
+        return ResolvedPolicy(LabelSet.parse(ep.labels),
+                              DirectionPolicy(Direction.INGRESS, True, {}),
+                              DirectionPolicy(Direction.EGRESS, True, {}))
+
+    def close(self, ep: Any) -> None:
+        """Before a new endpoint's programs see a packet: deny all (the host may
+        still reach it where --allow-host-ingress says so). Part of EndpointPolicy."""
+        datapath = self.agent.datapath
+        if datapath is not None:
+            try:
+                datapath.set_policy(ep, self._closed(ep, host=True))
+            except Exception as exc:
+                raise Unavailable(f"endpoint {ep.id}: cannot close it before attach: {exc}",
+                                  {"id": ep.id}) from exc
+
+    def enforce(self, ep: Any, event: str) -> None:
+        """A new endpoint, or one whose labels changed: write its policy and what its
+        identity changes for others. Raises (Unavailable naming the cause) when its
+        own policy could not be written; it is then denying. Part of EndpointPolicy."""
+        if not self.agent.node_started:
+            return
+        cluster = self.agent.cluster
+        try:
+            if cluster is not None:
+                cluster.publish(self.endpoint_ipcache(ep))
+            if ep.identity not in self.index():
+                self.identity_changed()
+                failed = self.regenerate_all()
+                if ep.id in failed:
+                    raise failed[ep.id]
+            else:
+                self.endpoint_ipcache_changed(ep)
+                self.regenerate(ep)
+        except Exception as exc:
+            err = self._fail(ep, exc)
+            if event == "created":
+                # The attach unwinds: nothing to retry, nothing to keep.
+                self.retry.clear(ep.id)
+                self.resolved.pop(ep.id, None)
+                try:
+                    self.endpoint_ipcache_changed(ep, gone=True)
+                except Exception:  # noqa: BLE001 - the attach error below is what counts
+                    log.exception("removing the failed endpoint's ipcache entries failed")
+            raise err from exc
+
+    def _fail(self, ep: Any, exc: BaseException) -> CiliumPyError:
+        """A regeneration of ``ep`` failed: deny all, say so, try again later.
+        Returns the error to give a caller (naming the endpoint and the cause)."""
+        reason = exc.message if isinstance(exc, CiliumPyError) else str(exc) or repr(exc)
+        reason = f"policy regeneration failed: {reason}"
+        datapath = self.agent.datapath
+        if datapath is not None and ep.ifindex:
+            try:
+                # No entries to write: only the flags change (and stale entries go).
+                datapath.set_policy(ep, self._closed(ep, host=False))
+            except Exception:  # noqa: BLE001 - logged; the state still says not-ready
+                log.exception("could not switch a failed endpoint to deny-all",
+                              extra={"fields": {"id": ep.id}})
+        self.resolved.pop(ep.id, None)
+        self.agent.endpoints.mark_not_ready(ep, reason)
+        wait = self.retry.schedule(ep.id, reason)
+        log.error("endpoint denying all traffic: %s", reason, extra={"fields": {
+            "id": ep.id, "retry-in-seconds": wait}})
+        if isinstance(exc, CiliumPyError) and not isinstance(exc, Unavailable):
+            return exc
+        return Unavailable(f"endpoint {ep.id}: {reason}", {"id": ep.id})
+
+    def _retry_endpoint(self, ep_id: str) -> bool:
+        """RegenerationRetry's call: True when done (regenerated, or gone)."""
+        try:
+            ep = self.agent.endpoints.get(ep_id)
+        except NotFound:
+            return True
+        if ep.state != "not-ready" or not ep.ifindex:
+            return True
+        if self._ipcache_error is not None:
+            return ep.id not in self.regenerate_all()
+        with self._lock:
+            try:
+                self.regenerate(ep)
+            except Exception:  # noqa: BLE001 - _fail has rescheduled it
+                return False
+        return True
+
+    def _succeeded(self, ep: Any) -> None:
+        if ep.state == "not-ready":
+            log.info("endpoint regenerated after failing", extra={"fields": {"id": ep.id}})
+        self.retry.clear(ep.id)
+        self.agent.endpoints.mark_ready(ep)
+
     def regenerate(self, ep: Any) -> None:
+        """Write one endpoint's policy; a failure leaves it denying and not-ready
+        (see _fail) and propagates."""
         started = time.perf_counter()
         try:
             self._regenerate(ep)
-        except Exception:
+        except Exception as exc:
             self._regenerated(ep, started, ok=False)
-            raise
+            raise self._fail(ep, exc) from exc
         self._regenerated(ep, started, ok=True)
+        self._succeeded(ep)
 
     def _regenerated(self, ep: Any, started: float, ok: bool) -> None:
         """Metrics and the monitor's agent event of one regeneration."""
@@ -374,38 +483,54 @@ class PolicyManager:
         with self._changed:
             self._changed.notify_all()
 
-    def regenerate_all(self) -> None:
+    def regenerate_all(self) -> dict[str, CiliumPyError]:
+        """Regenerate every endpoint. One that fails is left denying and not-ready
+        (see _fail) without blocking the others; returns the failures by id."""
+        failed: dict[str, CiliumPyError] = {}
         with self._lock:
             started = time.monotonic()
-            self.refresh_node_addresses()
-            self.sync_ipcache()
             eps = self.agent.endpoints.list()
+            try:
+                self.refresh_node_addresses()
+                self.sync_ipcache()
+            except Exception as exc:  # noqa: BLE001 - every endpoint fails closed below
+                # Without a complete ipcache no remote identity is certain.
+                self._ipcache_error = str(exc)
+                log.exception("ipcache update failed")
+                for ep in eps:
+                    failed[ep.id] = self._fail(ep, exc)
+                return failed
+            self._ipcache_error = None
             previous = dict(self.resolved)
             for ep in eps:
                 try:
                     self.resolved[ep.id] = self.resolve(ep)
-                except Exception:  # noqa: BLE001 - one endpoint must not block others
+                except Exception as exc:  # noqa: BLE001 - one endpoint must not block others
                     log.exception("policy resolution failed", extra={"fields": {"id": ep.id}})
+                    failed[ep.id] = self._fail(ep, exc)
             try:
                 self._sync_proxies()
             except Exception:  # noqa: BLE001 - reported by the proxy's health; the
                 # datapath still redirects, and a proxy that is not there drops
                 log.exception("proxy update failed")
             for ep in eps:
+                if ep.id in failed or ep.id not in self.resolved:
+                    continue
                 begun = time.perf_counter()
                 try:
-                    if ep.id in self.resolved:
-                        self._write(ep, self.resolved[ep.id], previous.get(ep.id))
-                except Exception:  # noqa: BLE001 - one endpoint must not block others
+                    self._write(ep, self.resolved[ep.id], previous.get(ep.id))
+                except Exception as exc:  # noqa: BLE001 - one endpoint must not block others
                     self._regenerated(ep, begun, ok=False)
-                    log.exception("policy regeneration failed", extra={"fields": {"id": ep.id}})
+                    failed[ep.id] = self._fail(ep, exc)
                 else:
                     self._regenerated(ep, begun, ok=True)
+                    self._succeeded(ep)
             with self._changed:
                 self._changed.notify_all()
             log.info("policy regenerated", extra={"fields": {
-                "endpoints": len(eps), "revision": self.repo.revision,
+                "endpoints": len(eps), "revision": self.repo.revision, "failed": len(failed),
                 "seconds": round(time.monotonic() - started, 3)}})
+        return failed
 
     def forget(self, ep_id: str) -> None:
         if self.resolved.pop(ep_id, None) is not None:

@@ -39,6 +39,10 @@ def run_list(args: argparse.Namespace, client: AgentClient) -> int:
         for ep in eps
     ]
     print_table(("ENDPOINT", "IDENTITY", "LABELS", "IPV4", "IPV6", "HOST-IF", "STATE"), rows)
+    # Why an endpoint is not ready (it denies all traffic meanwhile), one line each.
+    for ep in eps:
+        if ep.get("state-reason"):
+            print(f"{ep['id']}: {ep['state'].upper()}: {ep['state-reason']}")
     return 0
 
 

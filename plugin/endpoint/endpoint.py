@@ -31,6 +31,9 @@ class Endpoint:
     identity: int = 5
     enforcement: str | None = None
     state: str = "not-ready"
+    # Why the endpoint is not ready (a failed regeneration, its namespace gone); empty
+    # while it is ready or still attaching.
+    state_reason: str = ""
     policy_revision: int = 0
 
     @property

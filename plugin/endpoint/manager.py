@@ -45,6 +45,19 @@ class Datapath(Protocol):
     def detach_endpoint(self, ep: Endpoint, *, programs: bool = True) -> None: ...
 
 
+class EndpointPolicy(Protocol):
+    """What attach needs of the policy loop (the agent's). Neither call's failure is
+    swallowed: an endpoint whose policy is not in its maps must not run."""
+
+    def close(self, ep: Endpoint) -> None:
+        """Make the endpoint deny everything (but what --allow-host-ingress lets in)
+        before its programs see a packet."""
+
+    def enforce(self, ep: Endpoint, event: str) -> None:
+        """Write the endpoint's policy (and what its arrival changes for others);
+        raise if its own policy could not be written."""
+
+
 def parse_labels(labels: list[str]) -> LabelSet:
     try:
         return LabelSet.parse(labels)
@@ -77,6 +90,8 @@ class EndpointManager:
         self._cache: dict[str, Endpoint] = {}
         self._cache_lock = threading.Lock()
         self.reaper = LinkReaper()
+        # The policy loop; None (API unit tests, no datapath) attaches nothing anyway.
+        self.policy: EndpointPolicy | None = None
 
     # -- helpers -------------------------------------------------------------------
 
@@ -293,11 +308,36 @@ class EndpointManager:
         force before the caller hears "ready"."""
         datapath = self.datapath
         assert datapath is not None  # create() refuses without one
-        datapath.attach_endpoint(ep)
         undo.push("detach datapath", lambda: datapath.detach_endpoint(ep))
+        # Fail closed: the endpoint's flags say "deny" from its first packet on; only
+        # its own policy, written below, opens what the rules allow.
+        if self.policy is not None:
+            self.policy.close(ep)
+        datapath.attach_endpoint(ep)
         with self._cache_lock:
             self._cache[ep.id] = ep
         self._notify(ep, "created")
+        if self.policy is not None:
+            self.policy.enforce(ep, "created")
+
+    # -- state -------------------------------------------------------------------
+
+    def mark_not_ready(self, ep: Endpoint, reason: str) -> None:
+        """The endpoint is denying and why (a failed regeneration). Takes no endpoint
+        lock: the policy loop calls it while an attach may hold one."""
+        if ep.state == "disconnecting":
+            return
+        ep.state, ep.state_reason = "not-ready", reason
+        if self._load(ep.id) is ep:
+            self._save(ep)
+
+    def mark_ready(self, ep: Endpoint) -> None:
+        """Its policy is in its maps again (a retried regeneration succeeded)."""
+        if ep.state != "not-ready" or not ep.state_reason or not ep.ifindex:
+            return
+        ep.state, ep.state_reason = "ready", ""
+        if self._load(ep.id) is ep:
+            self._save(ep)
 
     # -- detach --------------------------------------------------------------------
 
@@ -366,13 +406,19 @@ class EndpointManager:
             ep.state = "regenerating"
             ep.labels = parsed.strings()
             ep.identity = self.identities.allocate(parsed, ep_id)
-            if self.datapath is not None:
-                self.datapath.attach_endpoint(ep)
-            ep.state = "ready"
+            try:
+                if self.datapath is not None:
+                    self.datapath.attach_endpoint(ep)
+                self._save(ep)
+                self._notify(ep, "labels")
+                # A failure marks the endpoint not-ready (denying) and propagates.
+                if self.policy is not None:
+                    self.policy.enforce(ep, "labels")
+            finally:
+                if old_identity != ep.identity:
+                    self.identities.release(old_identity, ep_id)
+            ep.state, ep.state_reason = "ready", ""
             self._save(ep)
-            if old_identity != ep.identity:
-                self.identities.release(old_identity, ep_id)
-        self._notify(ep, "labels")
         return ep
 
     def set_container(self, ep_id: str, container_id: str, container_name: str) -> Endpoint:
@@ -393,8 +439,13 @@ class EndpointManager:
         restored = removed = 0
         for kv in self.store.list(KEY_PREFIX):
             ep = Endpoint.from_json(kv.value)
+            # A not-ready endpoint with a reason was attached and then failed a
+            # regeneration: it is restored (denying) and retried. Without a reason
+            # it is an attach an earlier agent did not finish.
+            attached = ep.state in ("ready", "regenerating") or (
+                ep.state == "not-ready" and bool(ep.state_reason) and ep.ifindex > 0)
             alive = (
-                ep.state in ("ready", "regenerating")
+                attached
                 and (ep.docker or plumbing.netns_alive(ep.netns or ""))
                 and plumbing.link_state(ep.host_interface) is not None
             )
@@ -412,7 +463,10 @@ class EndpointManager:
                 ep.ifindex = state["ifindex"]
             if self.datapath is not None:
                 self.datapath.attach_endpoint(ep)
-            ep.state = "ready"
+            # Ready once the start-up regeneration has written its policy; a failure
+            # there marks it not-ready again (the flags it keeps meanwhile are the
+            # ones the previous agent left, denying if that one had failed too).
+            ep.state = "ready" if ep.state != "not-ready" else ep.state
             self._save(ep)
             restored += 1
         known = {ep.host_interface for ep in self.list()}

@@ -103,6 +103,7 @@ class EndpointSchema(Schema):
     identity = fields.Integer()
     enforcement = fields.String(allow_none=True)
     state = fields.String(validate=validate.OneOf(STATES))
+    state_reason = fields.String(data_key="state-reason")
     policy_revision = fields.Integer(data_key="policy-revision")
 
 
