@@ -30,6 +30,10 @@ from .undo import UndoStack
 log = get_logger("endpoint")
 
 KEY_PREFIX = "cilium-py/endpoints/"
+# A veth whose endpoint is deleted but which the reaper has not removed yet: start-up
+# finishes these. Only these: another agent instance on the same host (tests beside an
+# installed agent, a second plugin) has lxc veths this agent never made.
+REAP_PREFIX = "cilium-py/endpoint-reap/"
 # IPAM owners of addresses held before their endpoint exists (libnetwork's IPAM driver
 # asks for an address first); an endpoint that requests such an address adopts it.
 RESERVATION_PREFIX = "reservation/"
@@ -363,9 +367,13 @@ class EndpointManager:
         if background and ep.host_interface and not ep.docker:
             addresses = [a for a in (ep.ipv4, ep.ipv6) if a]
 
+            reap_key = REAP_PREFIX + ep.host_interface
+            self.store.put(reap_key, ep.id.encode())
+
             def release(owner: str = ep.id) -> None:
                 for addr in addresses:
                     self.ipam.release(addr, owner)
+                self.store.delete(reap_key)
 
             self.reaper.submit(
                 ep.host_interface, ep.netns_id,
@@ -470,11 +478,14 @@ class EndpointManager:
             self._save(ep)
             restored += 1
         known = {ep.host_interface for ep in self.list()}
-        for link in plumbing.list_host_links("lxc"):
-            if link["ifname"] not in known:
-                log.info("removing orphaned veth", extra={"fields": {"ifname": link["ifname"]}})
-                plumbing.delete_endpoint_link(link["ifname"])
+        for kv in self.store.list(REAP_PREFIX):
+            ifname = kv.key[len(REAP_PREFIX):]
+            if ifname not in known and plumbing.link_state(ifname) is not None:
+                log.info("removing the veth of a deleted endpoint",
+                         extra={"fields": {"ifname": ifname}})
+                plumbing.delete_endpoint_link(ifname)
                 removed += 1
+            self.store.delete(kv.key)
         owners = {ep.id for ep in self.list()}
         for address, owner in self.ipam.allocations().items():
             if owner not in owners and not owner.startswith(RESERVATION_PREFIX):

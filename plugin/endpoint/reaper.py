@@ -16,7 +16,8 @@ What keeps it safe:
   first waits for the pending delete (``wait_for``), so a container that is detached
   and attached again at once never finds its old interface in the way;
 - the agent drains the queue when it stops, and a crash in between is repaired by the
-  start-up sweep, which removes ``lxc`` veths and addresses that no endpoint owns.
+  start-up sweep, which removes the veths still recorded as being reaped (never
+  another agent instance's) and addresses that no endpoint owns.
 """
 
 from __future__ import annotations
