@@ -143,8 +143,12 @@ def fuzz_cni(seconds: float, out_dir: Path) -> FuzzResult:
         def test(env: dict[str, str], data: bytes) -> None:
             count()
             out = io.StringIO()
-            with contextlib.redirect_stderr(io.StringIO()):  # the plugin echoes errors there
-                rc = run(env, data, out, Log(str(work / "cni.log")))
+            log = Log(str(work / "cni.log"))
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # the plugin echoes there
+                    rc = run(env, data, out, log)
+            finally:
+                log.close()  # one exec's log; the nightly runs thousands in one process
             text = out.getvalue()
             assert rc in (0, 1), rc
             if text:
