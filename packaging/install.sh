@@ -6,7 +6,9 @@
 #                                     (extra arguments are added to 'pytest tests')
 #   sudo packaging/install.sh nightly soak, chaos, fuzz and benchmarks, with a report
 #   sudo packaging/install.sh deps    only install (apt, venv, pip, headers link, bpffs)
-#   sudo packaging/install.sh stop    stop an agent started by 'start' without systemd
+#   sudo packaging/install.sh stop    stop the agent (its masquerade/FORWARD rules stay, so
+#                                     traffic keeps flowing across a restart)
+#   sudo packaging/install.sh cleanup stop the agent and remove those rules as well
 #
 # The code goes into a virtualenv (/opt/cilium-py/venv by default, CILIUM_PY_VENV to
 # change it) built from Debian's python3; bcc (python3-bpfcc) is linked into it.
@@ -173,6 +175,18 @@ stop() {
     fi
 }
 
+cleanup() {
+    stop
+    # The agent's settings (pools, state dir), as the systemd unit passes them.
+    if [ -f /etc/default/cilium-py ]; then set -a; . /etc/default/cilium-py; set +a; fi
+    # Wait for the stopped agent to let go of its state lock, then remove its rules.
+    for _ in $(seq 1 100); do
+        "$VENV/bin/cilium-py-agent" cleanup && return 0
+        sleep 0.2
+    done
+    die "cleanup refused: an agent still runs (see $LOG_DIR/agent.log)"
+}
+
 test_deps() {
     deps
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
@@ -203,9 +217,10 @@ nightly() {
 case "${1:-start}" in
     start) start ;;
     stop) stop ;;
+    cleanup) cleanup ;;
     deps) deps; install_production ;;
     --link-headers|headers) install_headers ;;
     test) shift; run_tests "$@" ;;
     nightly) shift; nightly "$@" ;;
-    *) die "usage: $0 start|stop|test|nightly|deps|--link-headers" ;;
+    *) die "usage: $0 start|stop|cleanup|test|nightly|deps|--link-headers" ;;
 esac

@@ -375,22 +375,20 @@ class Agent:
         }
 
     def shutdown(self) -> None:
-        """Stop serving; endpoints, programs and pinned maps stay so traffic keeps
-        flowing while the agent restarts. Only the netfilter rules are taken away,
-        as dockerd's FORWARD policy expects of a well-behaved plugin."""
+        """Stop serving; endpoints, programs, pinned maps and the masquerade and
+        FORWARD rules all stay, so traffic keeps flowing while the agent restarts
+        (``cilium-py-agent cleanup`` removes the rules once it is stopped for good).
+        Nothing here touches what a newer agent could own: none can start while this
+        process holds the state lock (lifetime.py)."""
         log.info("agent stopping")
         self._stopping.set()
+        self.policy.retry.stop()
         watcher = getattr(self, "docker_labels", None)
         if watcher is not None:
             watcher.stop()
         # Deleted endpoints' veths and addresses still on their way out (reaper.py).
         if not self.endpoints.reaper.drain(timeout=10):
             log.warning("endpoint veths still being deleted at stop; start-up will sweep them")
-        if self.masquerade is not None:
-            try:
-                self.masquerade.remove()
-            except Exception:  # noqa: BLE001 - shutting down anyway
-                log.exception("removing masquerade rules failed")
         health_monitor = getattr(self, "health_monitor", None)
         if health_monitor is not None:
             health_monitor.stop()

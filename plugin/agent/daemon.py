@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..config import AgentConfig, ConfigError, load_config
 from ..logs import get_logger, setup_logging
 from . import prereqs
+from .lifetime import StateLock, StateLocked, die_with_parent
 
 if TYPE_CHECKING:
     from ..datapath.contract import DatapathContract
@@ -38,11 +39,14 @@ def _agent_already_running(path: str) -> bool:
         sock.close()
 
 
-def build_worker_app(config: AgentConfig):  # type: ignore[no-untyped-def]
-    """Create the agent and its Flask app; runs in the gunicorn worker."""
+def build_worker_app(config: AgentConfig, master: int | None = None):  # type: ignore[no-untyped-def]
+    """Create the agent and its Flask app; runs in the gunicorn worker, which dies
+    with its master (``master``: that process's pid; lifetime.py says why)."""
     from ..api.app import create_app
     from .agent import Agent
 
+    if master is not None:
+        die_with_parent(master)
     setup_logging(config.log_format, config.log_level)
     agent = Agent(config, datapath=make_datapath(config))
     build_worker_app.agent = agent  # type: ignore[attr-defined]
@@ -72,9 +76,29 @@ def _stop_worker_agent() -> None:
         agent.shutdown()
 
 
+def cleanup(config: AgentConfig) -> int:
+    """``cilium-py-agent cleanup``: remove the agent's masquerade and FORWARD rules,
+    which outlive agent restarts (a stop must not cut traffic). Refused while an agent
+    runs on this state directory. Endpoints, their programs and pinned maps stay: they
+    go with their endpoints (DEL / docker rm)."""
+    from ..endpoint.masquerade import Masquerade
+
+    if StateLock(config.state_dir).held_elsewhere() or _agent_already_running(config.socket):
+        print("cilium-py-agent: cleanup refused: an agent is running on "
+              f"{config.state_dir} / {config.socket}; stop it first", file=sys.stderr)
+        return 1
+    Masquerade(config.ipv4_pool, config.ipv6_pool).remove()
+    log.info("masquerade and forward rules removed")
+    print("removed the cilium-py masquerade and forward rules (CILIUM_PY_POSTROUTING, "
+          "CILIUM_PY_FORWARD)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args[:1] == ["cleanup"] else None
     try:
-        config = load_config(argv)
+        config = load_config(args)
     except ConfigError as exc:
         print(f"cilium-py-agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cilium-py-agent: invalid configuration: kubeconfig: {exc}", file=sys.stderr)
             return 2
 
+    if command == "cleanup":
+        return cleanup(config)
+
     failing = [c for c in prereqs.run_all(config.bpf_root) if not c.ok]
     if failing:
         for check in failing:
@@ -100,6 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    lock = StateLock(config.state_dir)
+    try:
+        # Held by this master and inherited by its worker until both are gone.
+        lock.acquire(wait=10.0)
+    except StateLocked as exc:
+        log.error(str(exc), extra={"fields": {"lock": exc.path, "holder": exc.holder}})
+        print(f"cilium-py-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    main.lock = lock  # type: ignore[attr-defined]
     from .server import AgentServer, prepare_socket_dir
 
     prepare_socket_dir(config.socket)
@@ -107,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "starting agent",
         extra={"fields": {"socket": config.socket, "state_dir": config.state_dir}},
     )
+    master = os.getpid()
     server = AgentServer(
-        lambda: build_worker_app(config),
+        lambda: build_worker_app(config, master),
         config.socket,
         config.threads,
         on_exit=_stop_worker_agent,

@@ -73,6 +73,9 @@ def _remove_stack(env: DockerEnv | None, plugin: Plugin, router: str, bpf_root: 
         env.cleanup()
         plugin.stop()
         env.agent.stop()
+        # A stop keeps the masquerade/FORWARD rules (traffic survives restarts); the
+        # explicit cleanup takes them away.
+        run(env.agent.proc.args[0], "cleanup", *env.agent.proc.args[1:], check=False)
     if os.path.exists(plugin.socket):
         os.unlink(plugin.socket)
     plugin.remove_chains()
