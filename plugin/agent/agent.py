@@ -214,6 +214,8 @@ class Agent:
             target=self._maintain, name="cpy-maintenance", daemon=True
         )
         self._maintenance.start()
+        threading.Thread(target=self._watch_namespaces, name="cpy-netns-watch",
+                         daemon=True).start()
 
     def _start_health(self) -> None:
         self.health_monitor = None
@@ -259,6 +261,14 @@ class Agent:
         )
         self.docker_labels.start()
         log.info("learning container labels from dockerd", extra={"fields": {"socket": sock}})
+
+    def _watch_namespaces(self, interval: float = 2.0) -> None:
+        """Notice within seconds an endpoint whose namespace vanished without a DEL."""
+        while not self._stopping.wait(interval):
+            try:
+                self.endpoints.release_vanished()
+            except Exception:  # noqa: BLE001 - logged; the next pass tries again
+                log.exception("namespace watch pass failed")
 
     def _maintain(self, interval: float = 30.0) -> None:
         """Periodic upkeep: expire conntrack entries, release unused identities."""

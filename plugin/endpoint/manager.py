@@ -343,6 +343,38 @@ class EndpointManager:
         if self._load(ep.id) is ep:
             self._save(ep)
 
+    def release_vanished(self) -> list[str]:
+        """Endpoints whose network namespace disappeared without a DEL (container
+        killed, ``ip netns del``): their veth and addresses are released and their
+        datapath entries removed; the record stays, not-ready with the reason, until
+        the runtime's DEL (or the next start) forgets it. Returns their ids."""
+        gone = []
+        for ep in self.list():
+            if ep.docker or not ep.ifindex or ep.state == "disconnecting":
+                continue
+            if plumbing.netns_alive(ep.netns or "") and \
+                    plumbing.link_state(ep.host_interface) is not None:
+                continue
+            with self._locked(ep.id):
+                if self._load(ep.id) is not ep or not ep.ifindex:
+                    continue
+                if self.datapath is not None:
+                    self.datapath.detach_endpoint(ep, programs=False)
+                plumbing.delete_endpoint_link(ep.host_interface, ep.ipv4, ep.ipv6)
+                self._notify(ep, "deleted")
+                released = [a for a in ep.addressing.values() if a]
+                self.ipam.release_owner(ep.id)
+                ep.addressing = {"ipv4": None, "ipv6": None}
+                ep.ifindex = 0
+                ep.state = "not-ready"
+                ep.state_reason = (f"network namespace {ep.netns} is gone: veth and "
+                                   f"addresses {', '.join(released) or '-'} released")
+                self._save(ep)
+            log.warning("endpoint's namespace vanished", extra={"fields": {
+                "id": ep.id, "netns": ep.netns}})
+            gone.append(ep.id)
+        return gone
+
     # -- detach --------------------------------------------------------------------
 
     def delete(self, ep_id: str) -> Endpoint:

@@ -138,3 +138,18 @@ def test_failed_regeneration_denies_says_why_and_recovers(
             assert health["subsystems"]["endpoints"]["status"] == "ok", health
     finally:
         agent.stop()
+
+
+def test_vanished_namespace_is_noticed_and_released(agent, namespaces) -> None:
+    ns = namespaces()
+    doc = attach(agent, "ep-v", ns, "v").json()
+    addr = doc["addressing"]["ipv4"]
+    subprocess.run(["ip", "netns", "del", ns], check=True)  # no DEL reaches the agent
+    gone = eventually(lambda: in_state(agent, "ep-v", "not-ready"), 15, 0.2,
+                      what="the vanished namespace noticed")
+    assert "is gone" in gone["state-reason"] and addr in gone["state-reason"], gone
+    assert doc["host-interface"] not in nsh.ip(agent.netns, "-br", "link")
+    assert "ep-v" not in agent.api("GET", "/v1/ipam").json()["allocations"].values()
+    health = agent.api("GET", "/v1/healthz").json()["subsystems"]["endpoints"]
+    assert health["status"] == "degraded" and "is gone" in health["message"], health
+    assert agent.api("DELETE", "/v1/endpoint/ep-v").status_code == 204
