@@ -37,7 +37,8 @@ def test_sigterm_stops_cleanly(agent) -> None:
     assert not os.path.exists(agent.socket)
     res = agent.cli("status")
     assert res.returncode == 1
-    assert f"cannot reach the agent at {agent.socket}: is cilium-py-agent running?" in res.stderr
+    # The agent removed its socket on the way out, so the CLI says that, not a refusal.
+    assert f"no agent socket at {agent.socket}: is cilium-py-agent running?" in res.stderr
     assert "Traceback" not in res.stderr
 
 
@@ -62,7 +63,7 @@ def test_cli_without_agent(tmp_path) -> None:
     res = subprocess.run([CLI, "--socket", sock, "status"], capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr.strip() == (
-        f"cilium-py: cannot reach the agent at {sock}: is cilium-py-agent running?"
+        f"cilium-py: no agent socket at {sock}: is cilium-py-agent running?"
     )
     res = subprocess.run([CLI, "status", "-o", "json"], capture_output=True, text=True,
                          env=dict(os.environ, CILIUM_PY_SOCK=sock))

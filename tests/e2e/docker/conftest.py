@@ -30,6 +30,7 @@ from docker_e2e import (
     run,
     start_root_agent,
 )
+from stale_networks import remove_stale_test_networks
 
 from tests.conftest import require_root
 
@@ -55,6 +56,8 @@ def dockerd() -> Iterator[None]:
         _made.enter_context(dockerd_running("cpyt-dockerd.log"))
     except RuntimeError as exc:
         pytest.fail(str(exc))
+    # Networks of killed sessions slow every later dockerd start by ~15 s each.
+    remove_stale_test_networks()
     yield
     _made.close()
 

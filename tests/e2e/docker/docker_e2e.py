@@ -51,37 +51,63 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return run("docker", *args, check=check, timeout=timeout)
 
 
-def dockerd_up() -> bool:
+def dockerd_up(timeout: float = 20) -> bool:
+    """Whether dockerd answers. A daemon still initialising (a first start on a fresh
+    machine sets up containerd, storage and its iptables chains) can hold ``docker info``
+    for a long while; that counts as not up yet, not as an error."""
     if shutil.which("docker") is None:
         return False
-    return docker("info", check=False, timeout=20).returncode == 0
+    try:
+        return docker("info", check=False, timeout=timeout).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _log_tail(path: str, lines: int = 30) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
 
 
 @contextmanager
-def dockerd_running(log_name: str) -> Iterator[None]:
+def dockerd_running(log_name: str, start_timeout: float = 240) -> Iterator[None]:
     """A running dockerd; started (and stopped again by its pid) only when none was
-    running. RuntimeError when it does not come up within a minute."""
+    running. RuntimeError, with the end of dockerd's log, when it does not come up."""
     proc = None
     if not dockerd_up():
         log_path = os.path.join(tempfile.gettempdir(), log_name)
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + 60
-        while not dockerd_up():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"dockerd did not start; see {log_path}")
-            time.sleep(0.5)
+        deadline = time.monotonic() + start_timeout
+        try:
+            while not dockerd_up():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"dockerd did not come up within {start_timeout:.0f} s "
+                        f"(exit {proc.poll()}); end of {log_path}:\n{_log_tail(log_path)}")
+                time.sleep(0.5)
+        except BaseException:
+            _stop_dockerd(proc)
+            raise
     try:
         yield
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            _stop_dockerd(proc)
+
+
+def _stop_dockerd(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 @dataclass

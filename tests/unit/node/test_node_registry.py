@@ -121,7 +121,9 @@ def test_etcd_restart_loses_nothing_and_view_resyncs() -> None:
         a.publish({"10.222.5.9/32": 500})
         until(lambda: "10.222.5.9/32" in b.remote_ipcache())
         server.stop()
-        until(lambda: not b.connected or not a.connected, 30)
+        # Both must have seen the outage before etcd returns: one noticing first is not
+        # enough for the outage count asserted below.
+        until(lambda: not b.connected and not a.connected, 30)
         # The last known view stays in force while etcd is away.
         assert b.remote_ipcache()["10.222.5.9/32"] == 500
         server.start()
