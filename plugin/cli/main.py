@@ -7,6 +7,7 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", default=argparse.SUPPRESS,
         help="agent API socket (env CILIUM_PY_SOCK; default /var/run/cilium-py/cilium.sock)",
     )
+    parent.add_argument(
+        "--api-timeout", type=_seconds, default=argparse.SUPPRESS, metavar="SECONDS",
+        help="how long to wait for the agent's answer (env CILIUM_PY_TIMEOUT; default 30)",
+    )
     parser = argparse.ArgumentParser(prog="cilium-py", parents=[parent],
                                      description="Command-line client of cilium-py-agent.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -48,11 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.output = getattr(args, "output", "table")
-    client = AgentClient(getattr(args, "socket", None) or default_socket())
+    timeout = getattr(args, "api_timeout", None)
+    if timeout is None and os.environ.get("CILIUM_PY_TIMEOUT"):
+        try:
+            timeout = _seconds(os.environ["CILIUM_PY_TIMEOUT"])
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"CILIUM_PY_TIMEOUT: {exc}")
+    client = AgentClient(getattr(args, "socket", None) or default_socket(),
+                         timeout=timeout or 30.0)
     try:
         return int(args.func(args, client) or 0)
     except CLIError as exc:

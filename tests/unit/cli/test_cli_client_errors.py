@@ -54,12 +54,23 @@ def test_silent_socket_times_out_with_a_clear_message(sock_dir: str) -> None:
 def test_cli_status_on_a_silent_socket_ends(sock_dir: str) -> None:
     path = os.path.join(sock_dir, "agent.sock")
     with listening(path):
-        res = subprocess.run([CLI, "--socket", path, "status"], capture_output=True,
-                             text=True, timeout=120)
+        res = subprocess.run([CLI, "--socket", path, "--api-timeout", "2", "status"],
+                             capture_output=True, text=True, timeout=120)
+        env_res = subprocess.run([CLI, "--socket", path, "status"], capture_output=True,
+                                 text=True, timeout=120,
+                                 env=dict(os.environ, CILIUM_PY_TIMEOUT="1.5"))
     assert res.returncode == 1
     assert res.stderr.startswith("cilium-py: the agent at ") and "did not answer" in \
         res.stderr
+    assert "within 2s" in res.stderr, res.stderr
     assert res.stderr.count("\n") == 1, res.stderr
+    assert env_res.returncode == 1 and "within 1.5s" in env_res.stderr, env_res.stderr
+
+
+def test_timeout_must_be_positive() -> None:
+    res = subprocess.run([CLI, "--api-timeout", "0", "status"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "--api-timeout" in res.stderr, res.stderr
 
 
 def test_permission_denied_says_so(sock_dir: str) -> None:
