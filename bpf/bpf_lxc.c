@@ -179,6 +179,9 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 		in = ct_lookup_ingress(skb, pkt, now);
 	if (in & CT_TO_PROXY)
 		return proxy_deliver(skb);
+	if (in == CT_MISSING_SYN)
+		return send_drop(skb, pkt, DROP_CT_MISSING_SYN, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, src->identity, dst->identity);
 	if (in == CT_NEW || in == CT_ESTABLISHED) {
 		verdict = policy_check(dst->ep_id, dst->flags, src->identity, pkt, POLICY_INGRESS);
 		if (verdict < 0)
@@ -231,6 +234,8 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 		return drop_from(skb, pkt, DROP_ICMP_UNRELATED, cfg);
 	if (state == CT_REPLY && (lb = lb_rev_nat(skb, pkt)) < 0)
 		return drop_from(skb, pkt, -lb, cfg);
+	if (state == CT_MISSING_SYN)
+		return drop_from(skb, pkt, DROP_CT_MISSING_SYN, cfg);
 	/* Every packet in the original direction, redirected flows included. */
 	if ((state == CT_NEW || state == CT_ESTABLISHED) && (cfg->flags & EP_F_EGRESS_ENFORCED)) {
 		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
@@ -385,6 +390,8 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 		return drop_to(skb, pkt, DROP_ICMP_UNRELATED, cfg);
 	if (ct == CT_REPLY && (lb = lb_rev_nat(skb, pkt)) < 0)
 		return drop_to(skb, pkt, -lb, cfg);
+	if (ct == CT_MISSING_SYN)
+		return drop_to(skb, pkt, DROP_CT_MISSING_SYN, cfg);
 	/* Redirected at ingress after the host stack routed it: no hairpin (yet). */
 	if (ct & CT_TO_PROXY)
 		return drop_to(skb, pkt, DROP_PROXY_UNAVAILABLE, cfg);
@@ -485,6 +492,9 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 	ct = ct_lookup_ingress(skb, pkt, now);
 	if (ct == CT_UNRELATED)
 		return send_drop(skb, pkt, DROP_ICMP_UNRELATED, DIR_TO_CONTAINER, dst->ep_id,
+				 dst->ifindex, remote, dst->identity);
+	if (ct == CT_MISSING_SYN)
+		return send_drop(skb, pkt, DROP_CT_MISSING_SYN, DIR_TO_CONTAINER, dst->ep_id,
 				 dst->ifindex, remote, dst->identity);
 	if (ct & CT_TO_PROXY)
 		return proxy_deliver(skb);

@@ -60,6 +60,13 @@ def _map_size(value: Any) -> int:
     return number
 
 
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"must be a number of seconds > 0, not {value!r}")
+    return number
+
+
 def _setting(default: Any, parse: Callable[[Any], Any], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -105,6 +112,10 @@ class AgentConfig:
     )
     allow_host_ingress: bool = _setting(
         True, _bool, "let the host (reserved:host) reach local endpoints"
+    )
+    conntrack_gc_interval: float = _setting(
+        30.0, _positive_float, "seconds between conntrack garbage collection runs (deletes "
+        "expired entries)"
     )
     threads: int = _setting(16, int, "API worker threads")
     policy_map_size: int = _setting(

@@ -19,7 +19,9 @@
  *   CT_RELATED      an ICMP error about a connection S accepted, sent back
  *                   to its peer (see ct_related),
  *   CT_UNRELATED    any other ICMP error: the caller drops it,
- *   CT_NEW          otherwise.
+ *   CT_NEW          otherwise, for TCP only a bare SYN (see below),
+ *   CT_MISSING_SYN  a TCP packet without an entry that is no bare SYN: the
+ *                   caller drops it (DROP_CT_MISSING_SYN).
  *
  * Seen entering endpoint D from the host stack (to_container), or on direct
  * delivery when the sender's entry does not cover D:
@@ -28,7 +30,15 @@
  *   CT_REPLY        {reverse(T), EGRESS} exists (D opened it),
  *   CT_RELATED      an ICMP error about a connection D opened,
  *   CT_UNRELATED    any other ICMP error,
- *   CT_NEW          otherwise.
+ *   CT_NEW          otherwise (CT_MISSING_SYN for TCP that is no bare SYN).
+ *
+ * Only a SYN opens a TCP connection: an ACK, FIN or RST of no tracked
+ * connection (a flushed or expired entry, a forged segment) creates no state
+ * and does not reach policy as new. TCP state is kept as far as lifetimes
+ * need it: an entry lives CT_LIFETIME_SYN until the other side answers,
+ * CT_LIFETIME_TCP once it has, and CT_LIFETIME_CLOSE after a RST or a FIN in
+ * each direction; a bare SYN on a closing entry opens a new connection (port
+ * reuse). Expired entries are removed by the agent's garbage collector.
  *
  * An ICMP error is never looked up as a connection of its own (a forged
  * error must not ride on, say, an ICMP timestamp exchange): it is related to
@@ -36,9 +46,9 @@
  *
  * Direct delivery between two local endpoints keeps ONE entry, {T, EGRESS}
  * with CT_F_LOCAL: it stands for the sender's egress and the receiver's
- * ingress alike (both were checked by policy when it was created), so every
- * packet of such a connection costs one lookup (two for replies) instead of
- * one per side.
+ * ingress alike (the callers check both sides' policy for every packet in the
+ * opening direction), so every packet of such a connection costs one lookup
+ * (two for replies) instead of one per side.
  *
  * Per-packet work is kept free of atomics and of needless stores: the
  * counters are plain adds (statistics; a lost increment under a race is
@@ -67,6 +77,7 @@
 #define CT_REPLY 2
 #define CT_RELATED 3
 #define CT_UNRELATED 4	/* an ICMP error that belongs to no connection of the endpoint */
+#define CT_MISSING_SYN 5	/* TCP without an entry that is no bare SYN: no new connection */
 #define CT_STATE_MASK 0x0f
 /* Returned with the state: the entry also stands for the local peer's side. */
 #define CT_COVERS_PEER 0x10
@@ -250,6 +261,16 @@ static __always_inline int ct_is_restart(const struct ct_entry *e, const struct 
 	       (e->flags & (CT_F_TX_CLOSING | CT_F_RX_CLOSING | CT_F_RESET));
 }
 
+/* No entry: a new connection, unless it is TCP and not a bare SYN. */
+static __always_inline int ct_new(const struct pkt_info *pkt)
+{
+	if (pkt->proto == IPPROTO_TCP &&
+	    (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST | TCP_FLAG_FIN)) !=
+		    TCP_FLAG_SYN)
+		return CT_MISSING_SYN;
+	return CT_NEW;
+}
+
 static __always_inline int icmp_is_error(const struct pkt_info *pkt)
 {
 	if (pkt->proto == IPPROTO_ICMP)	/* unreachable, time exceeded, parameter problem */
@@ -389,7 +410,7 @@ static __always_inline int ct_lookup_egress(struct __sk_buff *skb, const struct 
 		return CT_REPLY | ((e->flags & CT_F_FROM_PROXY) ? CT_TO_PROXY : 0) |
 		       ((e->flags & CT_F_VIA_STACK) ? CT_VIA_STACK : 0);
 	}
-	return CT_NEW;
+	return ct_new(pkt);
 }
 
 /* Classify a packet entering a local endpoint. Returns CT_*. */
@@ -412,7 +433,7 @@ static __always_inline int ct_lookup_ingress(struct __sk_buff *skb, const struct
 		ct_account(e, 1, pkt, skb->len, now);
 		return CT_REPLY;
 	}
-	return CT_NEW;
+	return ct_new(pkt);
 }
 
 /*

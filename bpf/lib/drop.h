@@ -32,6 +32,7 @@
 #define DROP_PROXY_UNSUPPORTED 12	/* redirect of something other than TCP */
 #define DROP_ICMP_UNRELATED 13	/* an ICMP error about no connection of its peers' */
 #define DROP_FORBIDDEN_ICMPV6 14	/* a router's ND message (RA, redirect) from a container */
+#define DROP_CT_MISSING_SYN 15	/* a TCP packet of no tracked connection that is no SYN */
 
 #define EVENT_DROP 1
 

@@ -216,6 +216,12 @@ class Agent:
         self._maintenance.start()
         threading.Thread(target=self._watch_namespaces, name="cpy-netns-watch",
                          daemon=True).start()
+        if self.datapath is not None:
+            from ..datapath.ctgc import ConntrackGC
+
+            self.ct_gc = ConntrackGC(self.datapath, self.config.conntrack_gc_interval,
+                                     self.metrics.conntrack_gc, self._stopping)
+            self.ct_gc.start()
 
     def _start_health(self) -> None:
         self.health_monitor = None
@@ -271,11 +277,10 @@ class Agent:
                 log.exception("namespace watch pass failed")
 
     def _maintain(self, interval: float = 30.0) -> None:
-        """Periodic upkeep: expire conntrack entries, release unused identities."""
+        """Periodic upkeep: release unused identities (conntrack has its own collector,
+        datapath/ctgc.py)."""
         while not self._stopping.wait(interval):
             try:
-                if self.datapath is not None:
-                    self.metrics.conntrack_gc(self.datapath.gc_ct())
                 if self.identities.collect_garbage():
                     self.policy.identity_changed()
             except Exception:  # noqa: BLE001 - upkeep must not kill the agent

@@ -28,6 +28,12 @@ def bpf_ct() -> Any:
     return jsonify(_datapath().ct_entries())
 
 
+@bp.delete("/v1/bpf/ct")
+def flush_bpf_ct() -> Any:
+    """Delete every conntrack entry (established TCP connections are cut)."""
+    return jsonify({"deleted": _datapath().flush_ct()})
+
+
 @bp.get("/v1/bpf/drops")
 def bpf_drops() -> Any:
     return jsonify(_datapath().drop_counters())

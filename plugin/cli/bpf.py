@@ -1,4 +1,5 @@
-"""``cilium-py bpf endpoint|ct|drops|lb list``: the pinned maps as the datapath sees them."""
+"""``cilium-py bpf endpoint|ct|drops|lb list``, ``bpf ct flush``: the pinned maps as the
+datapath sees them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def register(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -
         msub.required = True
         lst = msub.add_parser("list", parents=[parent], help=f"list the {helptext}")
         lst.set_defaults(func=func)
+        if name == "ct":
+            msub.metavar = "list|flush"
+            flush = msub.add_parser(
+                "flush", parents=[parent],
+                help="delete every conntrack entry (cuts established TCP connections)")
+            flush.set_defaults(func=run_ct_flush)
     pol = bsub.add_parser("policy", help="policy map entries of an endpoint")
     psub = pol.add_subparsers(dest="bpf_cmd", metavar="get")
     psub.required = True
@@ -52,6 +59,15 @@ def run_endpoints(args: argparse.Namespace, client: AgentClient) -> int:
 
 def run_ct(args: argparse.Namespace, client: AgentClient) -> int:
     return _table(client.get("/v1/bpf/ct"), args.output)
+
+
+def run_ct_flush(args: argparse.Namespace, client: AgentClient) -> int:
+    result = client.call("DELETE", "/v1/bpf/ct")
+    if args.output == "json":
+        print_json(result)
+    else:
+        print(f"Deleted {result['deleted']} conntrack entries")
+    return 0
 
 
 def run_ipcache(args: argparse.Namespace, client: AgentClient) -> int:

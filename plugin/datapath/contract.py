@@ -159,6 +159,10 @@ class DatapathContract(Protocol):
     def ct_entries(self) -> list[dict[str, Any]]:
         ...
 
+    def flush_ct(self, addresses: list[str] | None = None) -> int:
+        """Delete the entries touching ``addresses`` (all when None); count."""
+        ...
+
     def flush_ct_ports(self, addresses: list[str], ports: list[tuple[str, int]]) -> int:
         """Cut connections of ``addresses`` on ``ports`` (policy removed them); count."""
         ...

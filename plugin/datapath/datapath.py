@@ -71,6 +71,7 @@ from .maps import (
     AF_INET6,
     CT4,
     CT6,
+    CT_F_FROM_PROXY,
     CT_F_PROXY_REDIRECT,
     DROP_REASON_MAX,
     DROPS,
@@ -578,7 +579,9 @@ class Datapath:
         return rows
 
     def flush_ct(self, addresses: list[str] | None = None) -> int:
-        """Delete conntrack entries touching any of ``addresses`` (all when None)."""
+        """Delete conntrack entries touching any of ``addresses`` (all when None);
+        returns how many went. Established TCP connections among them are cut: only a
+        SYN creates an entry, so their next packets are dropped (ct-missing-syn)."""
         wanted = None if addresses is None else {
             ipaddress.ip_address(a).packed for a in addresses
         }
@@ -595,16 +598,21 @@ class Datapath:
     def flush_ct_ports(self, addresses: list[str], ports: list[tuple[str, int]]) -> int:
         """Delete the conntrack entries of connections to (``ingress``) or from
         (``egress``) ``addresses`` on the given destination ports (0: any) that are
-        not redirected to a proxy: what a new L7 redirect must not let bypass it.
-        The next packet of such a connection is then new to the datapath, is
-        assigned to the proxy's listener mid-stream and gets reset."""
+        neither redirected to a proxy nor opened by one: what a new L7 redirect must
+        not let bypass it.
+        The next packet of such a connection is then no SYN of any tracked
+        connection and is dropped (ct-missing-syn): the client reconnects, through
+        the proxy."""
         own = {ipaddress.ip_address(a).packed for a in addresses}
         removed = 0
         with self._lock:
             for name, size in ((CT4, 4), (CT6, 16)):
                 ct = self._map(name)
                 for key, e in list(ct.items()):
-                    if e.flags & CT_F_PROXY_REDIRECT:
+                    # Through the proxy already, or the proxy's own upstream
+                    # connection (kept alive in its pool: cutting it would only
+                    # stall the proxy's next request on it).
+                    if e.flags & (CT_F_PROXY_REDIRECT | CT_F_FROM_PROXY):
                         continue
                     dport = ntohs(key.dport)
                     for direction, port in ports:
@@ -615,7 +623,9 @@ class Datapath:
         return removed
 
     def gc_ct(self) -> int:
-        """Delete expired conntrack entries (the LRU also evicts when full)."""
+        """Delete expired conntrack entries and return how many (the programs never
+        delete: an expired entry only stops matching, and the LRU evicts when full,
+        so without this pass a closed connection's entry holds its slot until then)."""
         now = int(time.monotonic())
         removed = 0
         with self._lock:

@@ -274,6 +274,7 @@ class DropReason(enum.IntEnum):
     ICMP_ERROR_UNRELATED = 13
     FORBIDDEN_ICMPV6 = 14
     NO_SERVICE_BACKEND = 24  # bpf/lib/lb.h
+    CT_MISSING_SYN = 15
 
     @property
     def label(self) -> str:
