@@ -57,6 +57,7 @@
 #include "lib/proxy.h"
 #include "lib/overlay.h"
 #include "lib/lb.h"
+#include "lib/trace.h"
 
 struct arp_eth {
 	__be16 hrd;
@@ -184,6 +185,8 @@ static __always_inline int deliver_local(struct __sk_buff *skb, const struct ep_
 				 dst->ifindex, src->identity, dst->identity);
 	if (in == CT_NEW || in == CT_ESTABLISHED) {
 		verdict = policy_check(dst->ep_id, dst->flags, src->identity, pkt, POLICY_INGRESS);
+		trace_policy_verdict(skb, pkt, verdict, in == CT_NEW, POLICY_INGRESS, dst->ep_id,
+				     dst->flags, dst->ifindex, src->identity, dst->identity);
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
 					 dst->ifindex, src->identity, dst->identity);
@@ -241,6 +244,8 @@ static __always_inline int from_container_l4(struct __sk_buff *skb, const struct
 		__u32 remote = dst ? dst->identity : ipcache_identity(pkt->family, pkt->daddr);
 		int verdict = policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_EGRESS);
 
+		trace_policy_verdict(skb, pkt, verdict, state == CT_NEW, POLICY_EGRESS, cfg->ep_id,
+				     cfg->flags, skb->ifindex, remote, cfg->identity);
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_FROM_CONTAINER, cfg->ep_id,
 					 skb->ifindex, cfg->identity, remote);
@@ -337,6 +342,7 @@ int from_container(struct __sk_buff *skb)
 {
 	struct pkt_info pkt = {};
 	struct ep_config *cfg;
+	int ret;
 
 	if (eth_load(skb, &pkt) < 0)
 		return drop_from(skb, &pkt, DROP_INVALID_PACKET, 0);
@@ -347,16 +353,20 @@ int from_container(struct __sk_buff *skb)
 	/* Each handler parses its headers, then validates the source MAC and IP. */
 	switch (pkt.eth_proto) {
 	case ETH_P_ARP_:
-		return from_container_arp(skb, cfg, &pkt);
+		ret = from_container_arp(skb, cfg, &pkt);
+		break;
 #ifdef ENABLE_IPV4
 	case ETH_P_IP_:
-		return from_container_ipv4(skb, cfg, &pkt);
+		ret = from_container_ipv4(skb, cfg, &pkt);
+		break;
 #endif
 	case ETH_P_IPV6_:
-		return from_container_ipv6(skb, cfg, &pkt);
+		ret = from_container_ipv6(skb, cfg, &pkt);
+		break;
 	default:
 		return drop_from(skb, &pkt, DROP_UNSUPPORTED_L3, cfg);
 	}
+	return trace_forward(skb, &pkt, cfg, TRACE_PROG_FROM_CONTAINER, ret);
 }
 
 /*
@@ -407,6 +417,8 @@ static __always_inline int to_container_ip(struct __sk_buff *skb, const struct e
 					 source_identity(skb, pkt);
 		int verdict = policy_check(cfg->ep_id, cfg->flags, remote, pkt, POLICY_INGRESS);
 
+		trace_policy_verdict(skb, pkt, verdict, ct == CT_NEW, POLICY_INGRESS, cfg->ep_id,
+				     cfg->flags, skb->ifindex, remote, cfg->identity);
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, cfg->ep_id,
 					 skb->ifindex, remote, cfg->identity);
@@ -447,7 +459,8 @@ int to_container(struct __sk_buff *skb)
 		reason = ip_parse(skb, &pkt, 0);
 		if (reason)
 			return drop_to(skb, &pkt, reason, cfg);
-		return to_container_ip(skb, cfg, &pkt);
+		return trace_forward(skb, &pkt, cfg, TRACE_PROG_TO_CONTAINER,
+				     to_container_ip(skb, cfg, &pkt));
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6_:
@@ -461,7 +474,8 @@ int to_container(struct __sk_buff *skb)
 		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type) &&
 		    skb->ingress_ifindex == 0)
 			return TC_ACT_OK;
-		return to_container_ip(skb, cfg, &pkt);
+		return trace_forward(skb, &pkt, cfg, TRACE_PROG_TO_CONTAINER,
+				     to_container_ip(skb, cfg, &pkt));
 #endif
 	default:
 		/* ARP and anything else from the node itself. */
@@ -504,6 +518,8 @@ static __always_inline int from_overlay_ip(struct __sk_buff *skb, struct pkt_inf
 	/* Every packet in the original direction; replies and related pass. */
 	if (ct == CT_NEW || ct == CT_ESTABLISHED) {
 		verdict = policy_check(dst->ep_id, dst->flags, remote, pkt, POLICY_INGRESS);
+		trace_policy_verdict(skb, pkt, verdict, ct == CT_NEW, POLICY_INGRESS, dst->ep_id,
+				     dst->flags, dst->ifindex, remote, dst->identity);
 		if (verdict < 0)
 			return send_drop(skb, pkt, DROP_POLICY_DENIED, DIR_TO_CONTAINER, dst->ep_id,
 					 dst->ifindex, remote, dst->identity);
@@ -539,7 +555,8 @@ int from_overlay(struct __sk_buff *skb)
 		reason = ip_parse(skb, &pkt, 0);
 		if (reason)
 			return send_drop(skb, &pkt, reason, DIR_TO_CONTAINER, 0, skb->ifindex, 0, 0);
-		return from_overlay_ip(skb, &pkt);
+		return trace_forward(skb, &pkt, 0, TRACE_PROG_FROM_OVERLAY,
+				     from_overlay_ip(skb, &pkt));
 #endif
 #ifdef ENABLE_IPV6
 	case ETH_P_IPV6_:
@@ -548,7 +565,8 @@ int from_overlay(struct __sk_buff *skb)
 			return send_drop(skb, &pkt, reason, DIR_TO_CONTAINER, 0, skb->ifindex, 0, 0);
 		if (pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type))
 			return TC_ACT_OK;
-		return from_overlay_ip(skb, &pkt);
+		return trace_forward(skb, &pkt, 0, TRACE_PROG_FROM_OVERLAY,
+				     from_overlay_ip(skb, &pkt));
 #endif
 	default:
 		return TC_ACT_OK;

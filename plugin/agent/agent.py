@@ -145,6 +145,18 @@ class Agent:
                 event[f"{side}-endpoint"] = name
         self.events.publish(event)
 
+    def _gate_trace_events(self, wanted: frozenset[str]) -> None:
+        """The datapath emits trace and policy-verdict events only while a monitor
+        reader wants them (bpf/lib/trace.h): a reader coming or going flips the gate."""
+        from ..datapath.trace_events import gate_bits
+
+        if self.datapath is None:
+            return
+        try:
+            self.datapath.set_trace_events(gate_bits(wanted))
+        except Exception:  # noqa: BLE001 - the monitor must not break the API call
+            log.exception("could not switch datapath trace events")
+
     def _agent_event(self, message: str, **fields: Any) -> None:
         """Lifecycle events for ``cilium-py monitor --type agent``."""
         self.events.publish({"type": "agent", "message": message, **fields})
@@ -182,6 +194,8 @@ class Agent:
                 self.proxies.resume()
             self.datapath.start()
             self.datapath.subscribe_drops(self._on_drop)
+            self.events.on_wanted_change.append(self._gate_trace_events)
+            self._gate_trace_events(self.events.wanted())
         self.policy.load()
         if self.cluster is not None:
             self.policy.refresh_node_addresses()

@@ -35,10 +35,15 @@ def monitor() -> Any:
         related_to=request.args.get("related-to") or None,
         identity=int(identity) if identity else None,
     )
-    sub = current_app.config["AGENT"].events.subscribe(flt=flt)
+    agent = current_app.config["AGENT"]
+    sub = agent.events.subscribe(flt=flt)
+    datapath = agent.datapath
+    # Read back from the kernel after subscribing: which datapath events are on now.
+    emitting = datapath.trace_events_enabled() if datapath is not None else []
 
     def generate() -> Any:
-        yield json.dumps({"type": "hello", "filters": flt.to_dict()}) + "\n"
+        yield json.dumps({"type": "hello", "filters": flt.to_dict(),
+                          "datapath-events": ["drop", *emitting]}) + "\n"
         for event in sub.events():
             # A heartbeat line lets the server notice a closed client connection.
             yield (json.dumps(event, default=str) if event is not None else "") + "\n"

@@ -65,6 +65,17 @@ def _ids(ev: dict) -> str:
     return f"{src_text} -> {dst_text}"
 
 
+def _match(ev: dict) -> str:
+    """The policy entry that decided a verdict: identity, port/protocol ("any" = wildcard)."""
+    match = ev.get("match")
+    if not isinstance(match, dict):
+        return "match none" if "match" in ev else ""
+    port = match.get("port")
+    l4 = "any" if port == "any" and match.get("protocol") == "ANY" else (
+        f"{port}/{match.get('protocol')}")
+    return f"match identity={match.get('identity')} port={l4}"
+
+
 def _kafka(data: dict) -> str:
     if data.get("message"):  # the proxy closed the connection
         return f"closed: {data.get('reason')}: {data.get('message')}"
@@ -84,12 +95,15 @@ def format_event(ev: dict) -> str:
         lb = ""
         if ev.get("frontend"):
             lb = f" (service {ev['frontend']} -> backend {ev.get('backend')})"
-        return (f"{when} -> {ev.get('observation', 'trace')} endpoint "
+        prog = f" ({ev['program']})" if ev.get("program") else ""
+        return (f"{when} -> {ev.get('observation', 'trace')}{prog} endpoint "
                 f"{ev.get('endpoint', ev.get('endpoint_id'))} {_ids(ev)}: {_flow(ev)}{lb}")
     if kind == "policy-verdict":
         rule = f" rule {ev['rule']}" if ev.get("rule") else ""
+        proxy = f" proxy-port {ev['proxy_port']}" if ev.get("proxy_port") else ""
         return (f"{when} policy-verdict {ev.get('verdict')} {ev.get('direction')} endpoint "
-                f"{ev.get('endpoint', ev.get('endpoint_id'))} {_ids(ev)}: {_flow(ev)}{rule}")
+                f"{ev.get('endpoint', ev.get('endpoint_id'))} {_ids(ev)}: {_flow(ev)}"
+                f" {_match(ev)}{proxy}{rule}")
     if kind == "l7":
         parser = ev.get("parser", "l7")
         data = ev.get(parser) or {}

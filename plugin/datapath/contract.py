@@ -186,3 +186,11 @@ class DatapathContract(Protocol):
     def subscribe_drops(self, callback: EventCallback) -> None:
         """Call ``callback`` from the event reader's thread for each event."""
         ...
+
+    def set_trace_events(self, bits: int) -> None:
+        """Trace / policy-verdict events on or off (``trace_events.gate_bits``)."""
+        ...
+
+    def trace_events_enabled(self) -> list[str]:
+        """Which of those event types the datapath emits now (read from the kernel)."""
+        ...

@@ -18,6 +18,7 @@ Lifecycle::
     dp.subscribe_drops(cb)      # cb(dict) on a reader thread, one call per dropped packet
     dp.set_service(id, fe, bes) # balance a frontend over backends (lb.py, bpf/lib/lb.h)
     dp.lb_entries()             # rows for `cilium-py bpf lb list`
+    dp.set_trace_events(bits)   # trace / policy-verdict events on or off (bpf/lib/trace.h)
     dp.close()                  # release fds; programs stay attached, maps stay pinned
     dp.purge()                  # close + unpin every map (full teardown, tests)
 
@@ -51,7 +52,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from ..netlink.nlbatch import RtnlSocket
-from . import attach, bpfsys
+from . import attach, bpfsys, trace_events
 from .conntrack import ct_row
 from .endpoint import EndpointDatapathInfo, numeric_endpoint_id
 from .events import DropEventReader
@@ -733,6 +734,26 @@ class Datapath:
             if self._events is None:
                 self._events = DropEventReader(self._loaded.bpf)
             self._events.subscribe(callback)
+
+    def set_trace_events(self, bits: int) -> None:
+        """Turn the datapath's trace/policy-verdict events on or off (``trace_events.
+        gate_bits``): while a bit is clear those events cost one array lookup."""
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            table = self._loaded.bpf[trace_events.GATE_MAP]
+            table[table.Key(0)] = table.Leaf(bits)
+
+    def trace_events_enabled(self) -> list[str]:
+        """The event types the datapath emits now, as read back from the kernel."""
+        with self._lock:
+            if self._loaded is None:
+                return []
+            table = self._loaded.bpf[trace_events.GATE_MAP]
+            bits = int(table[table.Key(0)].value)
+        return [name for bit, name in ((trace_events.TRACE_F_TRACE, "trace"),
+                                       (trace_events.TRACE_F_POLICY_VERDICT, "policy-verdict"))
+                if bits & bit]
 
     def unsubscribe_drops(self, callback: Callable[[dict[str, Any]], None]) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import trace_events
 from .maps import (
     AF_INET,
     AF_INET6,
@@ -168,6 +169,10 @@ class DropEventReader:
         log.warning("lost %d drop events (perf buffer full)", count)
 
     def _on_raw(self, cpu: int, data: Any, size: int) -> None:
+        traced = trace_events.decode_raw(data, size, cpu)  # trace, policy-verdict (trace.h)
+        if traced is not None:
+            self._deliver(traced)
+            return
         if size < ctypes.sizeof(DropEvent):
             return
         raw = ctypes.cast(data, ctypes.POINTER(DropEvent)).contents

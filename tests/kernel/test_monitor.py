@@ -125,3 +125,114 @@ def test_monitor_reconnects_across_an_agent_restart(lab: tuple) -> None:
         assert mon.proc.poll() is None
     finally:
         mon.stop()
+
+
+def _hello(agent: RunningAgent, types: str = "drop") -> dict:
+    """The first line of a monitor stream: which datapath events the kernel emits now."""
+    from urllib.parse import quote
+
+    import requests_unixsocket
+
+    url = "http+unix://" + quote(agent.socket, safe="") + f"/v1/monitor?type={types}"
+    with requests_unixsocket.Session() as session:
+        with session.get(url, stream=True, timeout=10) as resp:
+            assert resp.status_code == 200, resp.text
+            return json.loads(next(resp.iter_lines()))
+
+
+def _until(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_trace_and_policy_verdict_events_only_while_wanted(lab: tuple) -> None:
+    """Trace and verdict events come from the datapath only while a reader wants them;
+    they name the endpoints, identities, observation point and the matching entry."""
+    agent, names, _ = lab
+    client = attach(agent, names, "client", ["container:app=client"])
+    server = attach(agent, names, "server", ["container:app=server"])
+    other = attach(agent, names, "other", ["container:app=other"])
+    workers = {n: nsh.NetnsWorker(e["netns"]) for n, e in
+               (("client", client), ("server", server), ("other", other))}
+    mon = None
+    try:
+        workers["server"].call(nsh.serve_start, (8080, 8081), ())
+        rules = [{"endpointSelector": {"matchLabels": {"app": "server"}},
+                  "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "client"}}],
+                               "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}]
+        rev = agent.api("PUT", "/v1/policy", rules).json()["revision"]
+        agent.api("GET", f"/v1/policy/wait/{rev}?timeout=10")
+        # Nobody wants traces: the kernel emits drops only.
+        assert _hello(agent)["datapath-events"] == ["drop"]
+
+        mon = MonitorProc(agent, "--type", "trace", "--type", "policy-verdict")
+        assert _until(lambda: _hello(agent)["datapath-events"]
+                      == ["drop", "trace", "policy-verdict"])
+        srv4 = server["addressing"]["ipv4"]
+        assert workers["client"].call(nsh.tcp_ok, srv4, 8080, 1.0)
+        allowed = mon.wait_for(lambda e: e.get("type") == "policy-verdict"
+                               and e.get("verdict") == "allowed"
+                               and e.get("source-endpoint") == "client")
+        assert allowed["direction"] == "ingress" and allowed["endpoint"] == "server"
+        assert allowed["destination-endpoint"] == "server" and allowed["dport"] == 8080
+        assert allowed["src_identity"] == client["identity"]
+        assert allowed["dst_identity"] == server["identity"]
+        assert allowed["match"] == {"shape": "identity+port+protocol",
+                                    "identity": client["identity"], "port": 8080,
+                                    "protocol": "TCP"}
+        syn = mon.wait_for(lambda e: e.get("type") == "trace"
+                           and e.get("source-endpoint") == "client"
+                           and e.get("dport") == 8080 and "SYN" in e.get("tcp_flags", ""))
+        assert syn["observation"] == "to-endpoint" and syn["program"] == "from-container"
+        assert syn["src_identity"] == client["identity"]
+        assert syn["dst_identity"] == server["identity"]
+        # The reply direction is traced too (delivered into the client).
+        mon.wait_for(lambda e: e.get("type") == "trace" and e.get("sport") == 8080
+                     and e.get("destination-endpoint") == "client")
+        # The other client is denied: a verdict without a matching entry.
+        assert not workers["other"].call(nsh.tcp_ok, srv4, 8080, 1.0)
+        denied = mon.wait_for(lambda e: e.get("type") == "policy-verdict"
+                              and e.get("source-endpoint") == "other")
+        assert denied["verdict"] == "denied" and denied["match"] is None
+        assert denied["src_identity"] == other["identity"]
+        # The client on a port the rule does not open: denied as well.
+        assert not workers["client"].call(nsh.tcp_ok, srv4, 8081, 1.0)
+        mon.wait_for(lambda e: e.get("type") == "policy-verdict" and e.get("dport") == 8081
+                     and e.get("verdict") == "denied")
+        if server["addressing"].get("ipv6"):
+            assert workers["client"].call(nsh.tcp_ok, server["addressing"]["ipv6"], 8080, 1.0)
+            v6 = mon.wait_for(lambda e: e.get("type") == "policy-verdict"
+                              and e.get("family") == "ipv6")
+            assert v6["verdict"] == "allowed" and v6["source-endpoint"] == "client"
+
+        # Human output of the CLI: one line per verdict.
+        text = subprocess.Popen(
+            [*nsenter(agent.netns), CLI, "monitor", "--type", "policy-verdict", "-n", "1"],
+            env=dict(os.environ, CILIUM_PY_SOCK=agent.socket), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.0)
+            workers["other"].call(nsh.tcp_ok, srv4, 8080, 1.0)
+            out, _err = text.communicate(timeout=15)
+        finally:
+            if text.poll() is None:
+                text.kill()
+                text.wait(5)
+        line = [x for x in out.splitlines() if "policy-verdict" in x][0]
+        assert "policy-verdict denied ingress endpoint server" in line
+        assert f"other({other['identity']}) -> server({server['identity']})" in line
+        assert ":8080 TCP [SYN]" in line and "match none" in line
+
+        # The last reader goes: the kernel stops emitting them.
+        mon.stop()
+        mon = None
+        assert _until(lambda: _hello(agent)["datapath-events"] == ["drop"])
+    finally:
+        if mon is not None:
+            mon.stop()
+        for w in workers.values():
+            w.close()
