@@ -173,7 +173,12 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
                     continue  # heartbeat
                 ev = json.loads(line)
                 if ev.get("type") == "hello":
-                    if args.output != "json" and seen == 0:
+                    if args.output == "json":
+                        # stdout carries events only; stderr says when the stream is live.
+                        on = ", ".join(ev.get("datapath-events") or [])
+                        print(f"Listening for events (datapath emits: {on or 'nothing'})",
+                              file=sys.stderr, flush=True)
+                    elif seen == 0:
                         print("Listening for events... Press Ctrl-C to quit", flush=True)
                     continue
                 print(json.dumps(ev) if args.output == "json" else format_event(ev), flush=True)

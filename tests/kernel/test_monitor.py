@@ -27,6 +27,10 @@ class MonitorProc:
         self.lines: list[dict] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # The stream is live once the CLI says so on stderr (the agent subscribed it).
+        assert self.proc.stderr is not None
+        self.listening = self.proc.stderr.readline()
+        assert self.listening.startswith("Listening for events"), self.listening
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
