@@ -299,8 +299,7 @@ static __always_inline int from_container_ipv4(struct __sk_buff *skb,
 /*
  * Compiled even without ENABLE_IPV6: a container's kernel speaks IPv6 on its
  * link anyway (neighbour discovery, MLD from its link-local address). That is
- * let through, only other IPv6 is dropped as unsupported, which keeps the drop
- * counters and events for real problems.
+ * let through to the node, only other IPv6 is dropped (DROP_FAMILY_DISABLED).
  */
 static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 					       const struct ep_config *cfg,
@@ -313,6 +312,10 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 	if (!mac_eq(pkt->smac, cfg->mac))
 		return drop_from(skb, pkt, DROP_INVALID_SMAC, cfg);
 	nd = pkt->proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt->icmp_type);
+#ifndef ENABLE_IPV6
+	if (!nd)
+		return drop_from(skb, pkt, DROP_FAMILY_DISABLED, cfg);
+#endif
 	own = (cfg->flags & EP_F_HAS_IPV6) && addr6_eq(pkt->saddr, cfg->ipv6);
 	if (!own) {
 		/* Neighbour discovery and MLD legitimately use link-local or :: sources. */
@@ -334,7 +337,7 @@ static __always_inline int from_container_ipv6(struct __sk_buff *skb,
 #ifdef ENABLE_IPV6
 	return from_container_l4(skb, cfg, pkt);
 #else
-	return drop_from(skb, pkt, DROP_UNSUPPORTED_L3, cfg);
+	return drop_from(skb, pkt, DROP_FAMILY_DISABLED, cfg);
 #endif
 }
 
@@ -359,6 +362,10 @@ int from_container(struct __sk_buff *skb)
 	case ETH_P_IP_:
 		ret = from_container_ipv4(skb, cfg, &pkt);
 		break;
+#else
+	case ETH_P_IP_:
+		ip_parse(skb, &pkt, 0);	/* for the drop event's addresses */
+		return drop_from(skb, &pkt, DROP_FAMILY_DISABLED, cfg);
 #endif
 	case ETH_P_IPV6_:
 		ret = from_container_ipv6(skb, cfg, &pkt);
@@ -476,6 +483,22 @@ int to_container(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		return trace_forward(skb, &pkt, cfg, TRACE_PROG_TO_CONTAINER,
 				     to_container_ip(skb, cfg, &pkt));
+#else
+	case ETH_P_IPV6_:
+		/*
+		 * IPv6 is off: only the node's own ND/MLD on the link, which the
+		 * container's kernel speaks anyway; nothing else of IPv6 enters.
+		 */
+		reason = ip_parse(skb, &pkt, 1);
+		if (!reason && pkt.proto == IPPROTO_ICMPV6 && ipv6_is_nd_or_mld(pkt.icmp_type) &&
+		    skb->ingress_ifindex == 0)
+			return TC_ACT_OK;
+		return drop_to(skb, &pkt, DROP_FAMILY_DISABLED, cfg);
+#endif
+#ifndef ENABLE_IPV4
+	case ETH_P_IP_:
+		ip_parse(skb, &pkt, 0);	/* for the drop event's addresses */
+		return drop_to(skb, &pkt, DROP_FAMILY_DISABLED, cfg);
 #endif
 	default:
 		/* ARP and anything else from the node itself. */

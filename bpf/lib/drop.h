@@ -20,7 +20,7 @@
 
 #define DROP_INVALID_SMAC 1	/* source MAC is not the endpoint's */
 #define DROP_INVALID_SIP 2	/* source IPv4/IPv6 (or ARP sender IP) is not the endpoint's */
-#define DROP_UNSUPPORTED_L3 3	/* ethertype other than ARP/IPv4/IPv6, or a disabled family */
+#define DROP_UNSUPPORTED_L3 3	/* ethertype other than ARP/IPv4/IPv6 */
 #define DROP_CT_ERROR 4		/* conntrack entry could not be created (map full) */
 #define DROP_POLICY_DENIED 5	/* no policy entry allows a new connection */
 #define DROP_UNKNOWN_ENDPOINT 6	/* program runs on a device with no endpoint config */
@@ -33,6 +33,7 @@
 #define DROP_ICMP_UNRELATED 13	/* an ICMP error about no connection of its peers' */
 #define DROP_FORBIDDEN_ICMPV6 14	/* a router's ND message (RA, redirect) from a container */
 #define DROP_CT_MISSING_SYN 15	/* a TCP packet of no tracked connection that is no SYN */
+#define DROP_FAMILY_DISABLED 16	/* IPv4 or IPv6 while the agent has that family turned off */
 
 #define EVENT_DROP 1
 

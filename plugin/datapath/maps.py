@@ -275,6 +275,7 @@ class DropReason(enum.IntEnum):
     FORBIDDEN_ICMPV6 = 14
     NO_SERVICE_BACKEND = 24  # bpf/lib/lb.h
     CT_MISSING_SYN = 15
+    FAMILY_DISABLED = 16
 
     @property
     def label(self) -> str:
