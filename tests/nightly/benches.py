@@ -25,6 +25,7 @@ NIGHTLY_ARGS: dict[str, list[str]] = {
     "bench_datapath": ["--rounds", "2"],
     "bench_docker": ["--count", "20"],
     "bench_kafka": ["--rounds", "2", "--messages", "300000", "--pings", "2000"],
+    "bench_l7": ["--rounds", "2", "--duration", "4"],
 }
 RATIO = re.compile(r"(\d+(?:\.\d+)?)x\b")
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
