@@ -46,6 +46,7 @@
 #include "lib/common.h"
 #include "lib/drop.h"
 #include "lib/l4.h"
+#include "lib/trace.h"
 
 #ifndef LB_SVC_MAP_SIZE
 #define LB_SVC_MAP_SIZE 65536
@@ -133,6 +134,40 @@ CPY_PINNED_MAP("lru_hash", struct lb_tuple, struct lb_nat, cpy_lb_conn, LB_CONN_
 CPY_PINNED_MAP("lru_hash", struct lb_tuple, struct lb_nat, cpy_lb_rev, LB_CONN_MAP_SIZE);
 CPY_PINNED_MAP("lru_hash", struct lb_affinity_key, struct lb_affinity_value, cpy_lb_affinity,
 	       LB_AFFINITY_MAP_SIZE);
+
+/*
+ * A trace event for each connection given a backend, for `cilium-py monitor`
+ * (the frontend and the backend chosen): only while a reader wants trace
+ * events (the gate of lib/trace.h), and then at most LB_TRACE_PER_SEC a second
+ * per CPU so that a connection storm costs no perf ring.
+ */
+#define EVENT_LB_TRACE 20
+#ifndef LB_TRACE_PER_SEC
+#define LB_TRACE_PER_SEC 100
+#endif
+
+struct lb_trace_event {
+	__u8 type;		/* EVENT_LB_TRACE */
+	__u8 family;
+	__u8 proto;
+	__u8 pad;
+	__u32 ifindex;		/* the client's host veth */
+	__u32 svc_id;
+	__be16 sport;		/* client port */
+	__be16 fport;		/* frontend port */
+	__be16 bport;		/* backend port */
+	__u16 pad2;
+	__u8 saddr[16];		/* client */
+	__u8 faddr[16];		/* frontend */
+	__u8 baddr[16];		/* backend */
+};
+
+struct lb_trace_rate {
+	__u64 window_start;
+	__u64 sent;
+};
+
+BPF_TABLE("percpu_array", __u32, struct lb_trace_rate, cpy_lb_trace_rate, 1);
 
 static __always_inline void lb_addr_copy(__u8 *dst, const __u8 *src, __u8 family)
 {
@@ -256,6 +291,37 @@ static __always_inline __u32 lb_choose(const struct lb_svc_key *skey,
 	return slot->count;
 }
 
+static __always_inline void lb_trace(struct __sk_buff *skb, const struct pkt_info *pkt,
+				     __u32 svc_id, const struct lb_backend *be)
+{
+	__u32 zero = 0;
+	struct lb_trace_rate *rate = cpy_lb_trace_rate.lookup(&zero);
+	struct lb_trace_event ev = {};
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!rate || !trace_on(TRACE_F_TRACE))	/* only while a monitor wants traces */
+		return;
+	if (now - rate->window_start >= 1000000000ULL) {
+		rate->window_start = now;
+		rate->sent = 0;
+	}
+	if (rate->sent >= LB_TRACE_PER_SEC)
+		return;
+	rate->sent += 1;
+	ev.type = EVENT_LB_TRACE;
+	ev.family = pkt->family;
+	ev.proto = pkt->proto;
+	ev.ifindex = skb->ifindex;
+	ev.svc_id = svc_id;
+	ev.sport = pkt->sport;
+	ev.fport = pkt->dport;
+	ev.bport = be->port;
+	addr6_copy(ev.saddr, pkt->saddr);
+	addr6_copy(ev.faddr, pkt->daddr);
+	addr6_copy(ev.baddr, be->addr);
+	cpy_events.perf_submit(skb, &ev, sizeof(ev));
+}
+
 #define LB_NOT_SERVICE 0
 #define LB_TRANSLATED 1
 
@@ -324,6 +390,7 @@ static __always_inline int lb_from_container(struct __sk_buff *skb, struct pkt_i
 	nat.expires = now + lb_lifetime(pkt->proto);
 	if (cpy_lb_conn.update(&t, &nat) < 0)
 		return -DROP_CT_ERROR;
+	lb_trace(skb, pkt, svc->svc_id, be);
 	if (lb_rewrite(skb, pkt, 1, be->addr, be->port) < 0)
 		return -DROP_WRITE_ERROR;
 	return LB_TRANSLATED;

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import trace_events
+from .lb import EVENT_LB_TRACE, LbTraceEvent
 from .maps import (
     AF_INET,
     AF_INET6,
@@ -48,6 +49,31 @@ ETH_P_ARP = 0x0806
 DropCallback = Callable[[dict[str, Any]], None]
 
 DIRECTIONS = {0: "from-container", 1: "to-container"}
+
+
+def decode_lb_trace(ev: LbTraceEvent) -> dict[str, Any]:
+    """A connection given a backend (bpf/lib/lb.h): a ``trace`` event whose flow is the
+    client's packet to the frontend, with ``frontend`` and ``backend`` named."""
+    family = int(ev.family)
+    fe, be = addr_str(ev.faddr, family), addr_str(ev.baddr, family)
+
+    def hp(addr: str, port: int) -> str:
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+    return {
+        "type": "trace",
+        "observation": "service",
+        "ifindex": int(ev.ifindex),
+        "family": {AF_INET: "ipv4", AF_INET6: "ipv6"}.get(family, ""),
+        "protocol": int(ev.proto),
+        "src": addr_str(ev.saddr, family),
+        "sport": ntohs(int(ev.sport)),
+        "dst": fe,
+        "dport": ntohs(int(ev.fport)),
+        "service": int(ev.svc_id),
+        "frontend": hp(fe, ntohs(int(ev.fport))),
+        "backend": hp(be, ntohs(int(ev.bport))),
+    }
 
 
 def decode_drop(ev: DropEvent, cpu: int | None = None) -> dict[str, Any]:
@@ -169,6 +195,11 @@ class DropEventReader:
         log.warning("lost %d drop events (perf buffer full)", count)
 
     def _on_raw(self, cpu: int, data: Any, size: int) -> None:
+        if size >= 1 and ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8))[0] == EVENT_LB_TRACE:
+            if size >= ctypes.sizeof(LbTraceEvent):  # a connection given a backend (lb.h)
+                self._deliver(decode_lb_trace(
+                    ctypes.cast(data, ctypes.POINTER(LbTraceEvent)).contents))
+            return
         traced = trace_events.decode_raw(data, size, cpu)  # trace, policy-verdict (trace.h)
         if traced is not None:
             self._deliver(traced)

@@ -89,8 +89,22 @@ class LbAffinityValue(ctypes.Structure):
     _fields_ = [("backend_id", ctypes.c_uint32), ("last_used", ctypes.c_uint32)]
 
 
-for _struct, _size in ((LbSvcKey, 24), (LbSvcValue, 16), (LbBackend, 20), (LbTuple, 40),
-                       (LbNat, 32), (LbAffinityKey, 24), (LbAffinityValue, 8)):
+EVENT_LB_TRACE = 20  # bpf/lib/lb.h
+
+
+class LbTraceEvent(ctypes.Structure):
+    """struct lb_trace_event: a connection given a backend."""
+
+    _fields_ = [("type", ctypes.c_uint8), ("family", ctypes.c_uint8), ("proto", ctypes.c_uint8),
+                ("pad", ctypes.c_uint8), ("ifindex", ctypes.c_uint32),
+                ("svc_id", ctypes.c_uint32), ("sport", ctypes.c_uint16),
+                ("fport", ctypes.c_uint16), ("bport", ctypes.c_uint16),
+                ("pad2", ctypes.c_uint16), ("saddr", Addr16), ("faddr", Addr16),
+                ("baddr", Addr16)]
+
+
+for _struct, _size in ((LbTraceEvent, 68), (LbSvcKey, 24), (LbSvcValue, 16), (LbBackend, 20),
+                       (LbTuple, 40), (LbNat, 32), (LbAffinityKey, 24), (LbAffinityValue, 8)):
     assert ctypes.sizeof(_struct) == _size, (_struct.__name__, ctypes.sizeof(_struct))
 
 

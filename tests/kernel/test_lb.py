@@ -410,3 +410,31 @@ def test_session_affinity_by_client_address(clean) -> None:
     for who in ("client", "other"):
         seen = clean.workers[who].call(tcp_many, VIP4, 20, timeout=60)
         assert len(seen) == 1 and set(seen) <= set(BACKENDS), seen
+
+
+def test_monitor_trace_names_frontend_and_backend(clean) -> None:
+    from tests.kernel.test_monitor import MonitorProc
+
+    clean.service(13, VIP6, [clean.addr("b2", "ipv6")])
+    mon = MonitorProc(clean.agent, "--type", "trace")
+    try:
+        import time
+
+        time.sleep(0.5)  # subscribed
+        # Trace events are limited to 100 a second per CPU: a test just before may
+        # have used this second's, so connect until one comes.
+        ev = None
+        for _ in range(5):
+            assert clean.workers["client"].call(tcp_who, VIP6) == "b2"
+            try:
+                ev = mon.wait_for(lambda e: e.get("observation") == "service", timeout=2)
+                break
+            except AssertionError:
+                continue
+        assert ev is not None, mon.lines[-5:]
+        assert ev["frontend"] == f"[{VIP6}]:{PORT}"
+        assert ev["backend"] == f"[{clean.addr('b2', 'ipv6')}]:{PORT}"
+        assert ev["src"] == clean.addr("client", "ipv6") and ev["service"] == 13
+        assert ev.get("endpoint") == "client"
+    finally:
+        mon.stop()
