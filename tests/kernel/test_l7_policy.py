@@ -86,6 +86,7 @@ def lab():
     work = tempfile.mkdtemp(prefix="cpyt-")
     bpf_root = f"/sys/fs/bpf/{unique()}"
     agent = None
+    made: Lab | None = None
     try:
         node = make("cpyt-node")
         agent = start_agent(node, work, bpf_root)
@@ -100,11 +101,15 @@ def lab():
             ["ip", "netns", "exec", netns["server"], sys.executable, "-m",
              "tests.support.l7_servers", "http", "80"], cwd=ROOT))
         time.sleep(0.5)
-        yield Lab(agent, eps, netns)
+        made = Lab(agent, eps, netns)
+        yield made
     finally:
         for proc in servers:
             proc.send_signal(signal.SIGTERM)
             proc.wait(5)
+        # A restart test replaces the lab's agent: stop the one running now as well.
+        if made is not None and made.agent is not agent:
+            made.agent.stop()
         if agent is not None:
             agent.stop()
         for n in names:
