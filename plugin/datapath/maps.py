@@ -29,6 +29,7 @@ from . import bpfsys
 
 AF_INET = 4  # as carried in keys and events (CPY_AF_INET / CPY_AF_INET6)
 AF_INET6 = 6
+FAMILY_NAMES = {AF_INET: "ipv4", AF_INET6: "ipv6"}  # as the API and events spell them
 
 EP_F_HAS_IPV4 = 0x1
 EP_F_HAS_IPV6 = 0x2

@@ -12,7 +12,7 @@ import ctypes
 from collections.abc import Iterable
 from typing import Any
 
-from .maps import AF_INET, AF_INET6, Addr16, addr_str, ntohs
+from .maps import AF_INET, AF_INET6, FAMILY_NAMES, Addr16, addr_str, ntohs
 
 EVENT_TRACE = 2
 EVENT_POLICY_VERDICT = 3
@@ -106,7 +106,7 @@ def decode(ev: TraceEvent, cpu: int | None = None) -> dict[str, Any]:
         "program": PROGRAMS.get(ev.prog, str(ev.prog)),
         "endpoint_id": int(ev.ep_id),
         "ifindex": int(ev.ifindex),
-        "family": {AF_INET: "ipv4", AF_INET6: "ipv6"}.get(family, ""),
+        "family": FAMILY_NAMES.get(family, ""),
         "eth_proto": int(ev.eth_proto),
         "src": addr_str(ev.saddr, family) if ip else "",
         "dst": addr_str(ev.daddr, family) if ip else "",

@@ -153,13 +153,8 @@ class PrivateDockerd:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            _stop_dockerd(self.proc)
         self.proc = None
 
     def load(self, image: str) -> None:
