@@ -117,6 +117,12 @@ class AgentConfig:
         30.0, _positive_float, "seconds between conntrack garbage collection runs (deletes "
         "expired entries)"
     )
+    socket_lb_cgroup: str | None = _setting(
+        "auto", _optional_str, "balance the node's own sockets (processes in the agent's "
+        "network namespace) at connect/sendmsg, for processes in this cgroup v2 directory "
+        "and below: auto (the cgroup v2 root; a failure leaves the agent running, degraded), "
+        "a path (a failure stops the agent start) or none"
+    )
     threads: int = _setting(16, int, "API worker threads")
     policy_map_size: int = _setting(
         65536, _map_size, "entries of the BPF policy map (all endpoints' policy entries)"

@@ -25,6 +25,11 @@ from hypothesis import settings
 # examples than the suite's defaults, no per-example deadline.
 settings.register_profile("nightly", max_examples=2000, deadline=None)
 
+# Every agent a test starts (through start_agent or its own Popen) inherits this: socket
+# LB's default is the cgroup v2 root, which no test may attach to. A test of socket LB
+# passes --socket-lb-cgroup with a cgroup it made (flags win over the environment).
+os.environ["CILIUM_PY_SOCKET_LB_CGROUP"] = "none"
+
 VENV_BIN = Path(sys.executable).parent
 AGENT = str(VENV_BIN / "cilium-py-agent")
 CLI = str(VENV_BIN / "cilium-py")

@@ -14,20 +14,16 @@
  * cost of a packet does not depend on how many services exist: one hash
  * lookup says "not a frontend".
  *
- * Maps (both families share them; IPv4 in the first 4 bytes of an address),
- * written by the agent (plugin/datapath/lb.py) except the two LRU maps:
+ * Maps (both families share them; IPv4 in the first 4 bytes of an address):
+ * the service maps and the backend choice are in lib/lb_core.h (shared with
+ * the node's socket-level balancer, bpf_sock.c); the packet path adds two LRU
+ * maps of its own, written by the programs:
  *
- *   cpy_lb_svc       {frontend, slot} -> slot 0: the service (slot count, id,
- *                    flags, affinity timeout); slot 1..count: a backend id.
- *                    Weights are slots: a backend of weight 3 fills three.
- *   cpy_lb_backend   backend id -> address and port.
- *   cpy_lb_conn      LRU, {client, frontend} tuple -> the backend chosen for
+ *   cpy_lb_conn      {client, frontend} tuple -> the backend chosen for
  *                    this connection (address and port kept, so that a
  *                    connection to a backend removed since is left to finish).
- *   cpy_lb_rev       LRU, {client, backend} tuple -> the frontend: how
+ *   cpy_lb_rev       {client, backend} tuple -> the frontend: how
  *                    replies are rewritten.
- *   cpy_lb_affinity  LRU, {client address, service} -> backend id and when it
- *                    was last used (session affinity by client address).
  *
  * A backend is chosen per connection: a new TCP connection (a SYN without
  * ACK) or a flow with no live cpy_lb_conn entry takes a random slot, or the
@@ -46,56 +42,11 @@
 #include "lib/common.h"
 #include "lib/drop.h"
 #include "lib/l4.h"
+#include "lib/lb_core.h"
 #include "lib/trace.h"
-
-#ifndef LB_SVC_MAP_SIZE
-#define LB_SVC_MAP_SIZE 65536
-#endif
-#ifndef LB_BACKEND_MAP_SIZE
-#define LB_BACKEND_MAP_SIZE 65536
-#endif
-#ifndef LB_CONN_MAP_SIZE
-#define LB_CONN_MAP_SIZE 65536
-#endif
-#ifndef LB_AFFINITY_MAP_SIZE
-#define LB_AFFINITY_MAP_SIZE 16384
-#endif
-/* The programs' own connection lifetimes (lib/conntrack.h may not be included yet). */
-#ifndef LB_LIFETIME_TCP
-#define LB_LIFETIME_TCP 21600
-#endif
-#ifndef LB_LIFETIME_NONTCP
-#define LB_LIFETIME_NONTCP 60
-#endif
 
 /* Not in lib/drop.h's range of the others, so that headers may grow independently. */
 #define DROP_NO_SERVICE_BACKEND 24	/* a new connection to a frontend without backends */
-
-#define LB_SVC_F_AFFINITY 0x1	/* session affinity by client address */
-
-struct lb_svc_key {
-	__u8 addr[16];		/* frontend address */
-	__be16 port;		/* frontend port */
-	__u8 proto;		/* IPPROTO_TCP / IPPROTO_UDP */
-	__u8 family;
-	__u16 slot;		/* 0: the service, 1..count: its backends */
-	__u16 pad;
-};
-
-struct lb_svc_value {
-	__u32 count;		/* slot 0: number of backend slots; else the backend id */
-	__u32 svc_id;
-	__u16 flags;		/* LB_SVC_F_* */
-	__u16 pad;
-	__u32 affinity_timeout;	/* seconds */
-};
-
-struct lb_backend {
-	__u8 addr[16];
-	__be16 port;
-	__u8 proto;
-	__u8 family;
-};
 
 struct lb_tuple {
 	__u8 saddr[16];		/* client */
@@ -107,33 +58,8 @@ struct lb_tuple {
 	__u16 pad;
 };
 
-struct lb_nat {
-	__u8 addr[16];		/* the backend (cpy_lb_conn) or the frontend (cpy_lb_rev) */
-	__be16 port;
-	__u16 pad;
-	__u32 svc_id;
-	__u32 backend_id;
-	__u32 expires;		/* monotonic seconds; cpy_lb_conn only */
-};
-
-struct lb_affinity_key {
-	__u8 client[16];
-	__u32 svc_id;
-	__u8 family;
-	__u8 pad[3];
-};
-
-struct lb_affinity_value {
-	__u32 backend_id;
-	__u32 last_used;	/* monotonic seconds */
-};
-
-CPY_PINNED_MAP("hash", struct lb_svc_key, struct lb_svc_value, cpy_lb_svc, LB_SVC_MAP_SIZE);
-CPY_PINNED_MAP("hash", __u32, struct lb_backend, cpy_lb_backend, LB_BACKEND_MAP_SIZE);
 CPY_PINNED_MAP("lru_hash", struct lb_tuple, struct lb_nat, cpy_lb_conn, LB_CONN_MAP_SIZE);
 CPY_PINNED_MAP("lru_hash", struct lb_tuple, struct lb_nat, cpy_lb_rev, LB_CONN_MAP_SIZE);
-CPY_PINNED_MAP("lru_hash", struct lb_affinity_key, struct lb_affinity_value, cpy_lb_affinity,
-	       LB_AFFINITY_MAP_SIZE);
 
 /*
  * A trace event for each connection given a backend, for `cilium-py monitor`
@@ -168,19 +94,6 @@ struct lb_trace_rate {
 };
 
 BPF_TABLE("percpu_array", __u32, struct lb_trace_rate, cpy_lb_trace_rate, 1);
-
-static __always_inline void lb_addr_copy(__u8 *dst, const __u8 *src, __u8 family)
-{
-	if (family == CPY_AF_INET)
-		*(__u32 *)dst = *(const __u32 *)src;
-	else
-		addr6_copy(dst, src);
-}
-
-static __always_inline __u32 lb_lifetime(__u8 proto)
-{
-	return proto == IPPROTO_TCP ? LB_LIFETIME_TCP : LB_LIFETIME_NONTCP;
-}
 
 /* Offset of the TCP/UDP checksum field, 0 when the packet carries no L4 header. */
 static __always_inline __u32 lb_csum_off(const struct pkt_info *pkt)
@@ -252,43 +165,6 @@ static __always_inline void lb_tuple_of(struct lb_tuple *t, const struct pkt_inf
 	t->dport = pkt->dport;
 	t->proto = pkt->proto;
 	t->family = pkt->family;
-}
-
-/* The backend id for a new connection of @client to the service @svc. */
-static __always_inline __u32 lb_choose(const struct lb_svc_key *skey,
-				       const struct lb_svc_value *svc,
-				       const struct pkt_info *pkt, __u32 now)
-{
-	struct lb_svc_key key = *skey;
-	struct lb_svc_value *slot;
-	struct lb_affinity_key akey = {};
-	struct lb_affinity_value aval = {};
-
-	if (svc->flags & LB_SVC_F_AFFINITY) {
-		struct lb_affinity_value *a;
-
-		lb_addr_copy(akey.client, pkt->saddr, pkt->family);
-		akey.svc_id = svc->svc_id;
-		akey.family = pkt->family;
-		a = cpy_lb_affinity.lookup(&akey);
-		/* Still affine, and the backend still in the service (ids are per service). */
-		if (a && a->last_used + svc->affinity_timeout >= now &&
-		    cpy_lb_backend.lookup(&a->backend_id)) {
-			if (a->last_used != now)
-				a->last_used = now;
-			return a->backend_id;
-		}
-	}
-	key.slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	slot = cpy_lb_svc.lookup(&key);
-	if (!slot)
-		return 0;
-	if (svc->flags & LB_SVC_F_AFFINITY) {
-		aval.backend_id = slot->count;
-		aval.last_used = now;
-		cpy_lb_affinity.update(&akey, &aval);
-	}
-	return slot->count;
 }
 
 static __always_inline void lb_trace(struct __sk_buff *skb, const struct pkt_info *pkt,
@@ -367,7 +243,7 @@ static __always_inline int lb_from_container(struct __sk_buff *skb, struct pkt_i
 
 	if (svc->count == 0)
 		return -DROP_NO_SERVICE_BACKEND;
-	backend_id = lb_choose(&key, svc, pkt, now);
+	backend_id = lb_choose(&key, svc, pkt->saddr, pkt->family, now);
 	be = backend_id ? cpy_lb_backend.lookup(&backend_id) : 0;
 	if (!be)
 		return -DROP_NO_SERVICE_BACKEND;

@@ -106,6 +106,8 @@ class Agent:
         self.register_probe("datapath", self._datapath_health)
         self.register_probe("endpoints", self._endpoints_health)
         self.register_probe("policy", self._policy_health)
+        self.register_probe("socket-lb", self._socket_lb_health)
+        self.socket_lb_error: str | None = None
         self.node_started = False
         self._stopping = threading.Event()
 
@@ -193,6 +195,7 @@ class Agent:
                 install_proxy_routing(self.ipam.enabled(4), self.ipam.enabled(6))
                 self.proxies.resume()
             self.datapath.start()
+            self._start_socket_lb()
             self.datapath.subscribe_drops(self._on_drop)
             self.events.on_wanted_change.append(self._gate_trace_events)
             self._gate_trace_events(self.events.wanted())
@@ -236,6 +239,33 @@ class Agent:
             self.ct_gc = ConntrackGC(self.datapath, self.config.conntrack_gc_interval,
                                      self.metrics.conntrack_gc, self._stopping)
             self.ct_gc.start()
+
+    def _start_socket_lb(self) -> None:
+        """Balance the node's own sockets (datapath/socklb.py), or stop doing so when
+        turned off. With ``auto`` a failure is logged and shown by the ``socket-lb``
+        probe, and the agent runs on (endpoints are balanced in from_container
+        regardless); a cgroup named explicitly is a demand, and its failure stops the
+        start."""
+        from ..datapath.loader import DatapathError
+        from ..datapath.socklb import resolve_cgroup
+
+        assert self.datapath is not None
+        setting = self.config.socket_lb_cgroup
+        try:
+            cgroup = resolve_cgroup(setting)
+            if cgroup is None:
+                if self.datapath.detach_socket_lb():
+                    log.info("socket LB turned off: detached the previous agent's programs")
+                return
+            result = self.datapath.attach_socket_lb(cgroup)
+        except DatapathError as exc:
+            if setting != "auto":
+                raise
+            self.socket_lb_error = str(exc)
+            log.error("socket LB not attached; host processes do not reach services",
+                      extra={"fields": {"error": str(exc)}})
+            return
+        log.info("socket LB attached", extra={"fields": result})
 
     def _start_health(self) -> None:
         self.health_monitor = None
@@ -384,6 +414,25 @@ class Agent:
                         "retrying": self.policy.retry.pending(),
                         "being-removed": removing},
         }
+
+    def _socket_lb_health(self) -> dict[str, Any]:
+        if self.datapath is None or not self.node_started:
+            return {"status": "ok", "message": "not started"}
+        if self.socket_lb_error is not None:
+            return {"status": "degraded", "message": self.socket_lb_error}
+        from ..datapath.socklb import HOOKS
+
+        st = self.datapath.socket_lb_status()
+        if st["cgroup"] is None:
+            return {"status": "ok", "message": "disabled: host processes do not reach "
+                                               "services", "details": st}
+        if len(st["hooks"]) != len(HOOKS):
+            return {"status": "degraded", "details": st,
+                    "message": f"only {len(st['hooks'])} of {len(HOOKS)} socket hooks are "
+                               f"attached to {st['cgroup']} (pins removed?)"}
+        return {"status": "ok", "details": st,
+                "message": f"host sockets balanced at connect/sendmsg for cgroup "
+                           f"{st['cgroup']} ({len(st['hooks'])} hooks)"}
 
     def _policy_health(self) -> dict[str, Any]:
         return {

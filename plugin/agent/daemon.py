@@ -77,10 +77,13 @@ def _stop_worker_agent() -> None:
 
 
 def cleanup(config: AgentConfig) -> int:
-    """``cilium-py-agent cleanup``: remove the agent's masquerade and FORWARD rules,
-    which outlive agent restarts (a stop must not cut traffic). Refused while an agent
-    runs on this state directory. Endpoints, their programs and pinned maps stay: they
-    go with their endpoints (DEL / docker rm)."""
+    """``cilium-py-agent cleanup``: remove what the agent installs node-wide and keeps
+    across restarts (a stop must not cut traffic): the masquerade and FORWARD rules and
+    the socket-LB programs on their cgroup (host processes stop reaching services).
+    Refused while an agent runs on this state directory. Endpoints, their programs and
+    pinned maps stay: they go with their endpoints (DEL / docker rm)."""
+    from ..datapath.loader import DatapathError
+    from ..datapath.socklb import SocketLB
     from ..endpoint.masquerade import Masquerade
 
     if StateLock(config.state_dir).held_elsewhere() or _agent_already_running(config.socket):
@@ -91,6 +94,13 @@ def cleanup(config: AgentConfig) -> int:
     log.info("masquerade and forward rules removed")
     print("removed the cilium-py masquerade and forward rules (CILIUM_PY_POSTROUTING, "
           "CILIUM_PY_FORWARD)")
+    try:
+        hooks = SocketLB(config.bpf_root).detach()
+    except DatapathError as exc:
+        print(f"cilium-py-agent: cleanup: socket LB: {exc}", file=sys.stderr)
+        return 1
+    log.info("socket LB detached", extra={"fields": {"hooks": hooks}})
+    print(f"detached socket LB ({hooks} hooks pinned under {config.bpf_root})")
     return 0
 
 

@@ -26,7 +26,10 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_LINK_CREATE = 28
+BPF_LINK_UPDATE = 29
 BPF_ENABLE_STATS = 32
+BPF_LINK_DETACH = 34
 
 BPF_STATS_RUN_TIME = 0
 
@@ -44,6 +47,8 @@ BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
 
 BPF_F_NO_PREALLOC = 0x1
+
+BPF_LINK_TYPE_CGROUP = 3
 
 PERCPU_TYPES = frozenset({BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY})
 
@@ -132,6 +137,39 @@ class _ProgInfo(ctypes.Structure):
     ]
 
 
+class _LinkCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 112),
+    ]
+
+
+class _LinkUpdateAttr(ctypes.Structure):
+    _fields_ = [
+        ("link_fd", ctypes.c_uint32),
+        ("new_prog_fd", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("old_prog_fd", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 112),
+    ]
+
+
+class _LinkInfo(ctypes.Structure):
+    # struct bpf_link_info with the union read as its cgroup member.
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("cgroup_id", ctypes.c_uint64),
+        ("attach_type", ctypes.c_uint32),
+        ("rest", ctypes.c_uint8 * 60),
+    ]
+
+
 class _StatsAttr(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("rest", ctypes.c_uint8 * 124)]
 
@@ -211,6 +249,43 @@ def enable_stats() -> int:
     open (close it to turn it off again): unlike the sysctl, it cannot be left on
     by a crashed benchmark."""
     return _bpf(BPF_ENABLE_STATS, _StatsAttr(type=BPF_STATS_RUN_TIME))
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    """A BPF link as the kernel describes it; ``cgroup_id`` and ``attach_type`` are
+    meaningful for cgroup links only (``cgroup_id`` 0: the cgroup is gone)."""
+
+    type: int
+    id: int
+    prog_id: int
+    cgroup_id: int
+    attach_type: int
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int) -> int:
+    """Attach a program through a new link (returned fd). The attachment lasts as long
+    as the link does: while an fd or a pin refers to it, or until ``link_detach``."""
+    return _bpf(BPF_LINK_CREATE, _LinkCreateAttr(prog_fd=prog_fd, target_fd=target_fd,
+                                                 attach_type=attach_type))
+
+
+def link_update(link_fd: int, new_prog_fd: int) -> None:
+    """Swap the link's program atomically: the hook never runs without one."""
+    _bpf(BPF_LINK_UPDATE, _LinkUpdateAttr(link_fd=link_fd, new_prog_fd=new_prog_fd))
+
+
+def link_detach(link_fd: int) -> None:
+    """Detach now, whoever else still holds the link (it stays, defunct, until freed)."""
+    _bpf(BPF_LINK_DETACH, _LinkUpdateAttr(link_fd=link_fd))
+
+
+def link_info(fd: int) -> LinkInfo:
+    info = _LinkInfo()
+    attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+    return LinkInfo(type=int(info.type), id=int(info.id), prog_id=int(info.prog_id),
+                    cgroup_id=int(info.cgroup_id), attach_type=int(info.attach_type))
 
 
 def map_lookup(fd: int, key: ctypes.Array | ctypes.Structure, value: ctypes._CData) -> bool:

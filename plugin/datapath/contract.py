@@ -154,6 +154,20 @@ class DatapathContract(Protocol):
         """Balanced connections: client, frontend, chosen backend."""
         ...
 
+    # -- socket-level load balancing (bpf/bpf_sock.c) ---------------------------
+
+    def attach_socket_lb(self, cgroup: str) -> dict[str, Any]:
+        """Balance this namespace's sockets of processes in ``cgroup`` at connect."""
+        ...
+
+    def detach_socket_lb(self) -> int:
+        """Detach the socket programs; how many hooks were attached."""
+        ...
+
+    def socket_lb_status(self) -> dict[str, Any]:
+        """The cgroup socket LB is attached to (None: off) and each hook's link."""
+        ...
+
     # -- conntrack -------------------------------------------------------------
 
     def ct_entries(self) -> list[dict[str, Any]]:

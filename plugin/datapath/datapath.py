@@ -19,13 +19,15 @@ Lifecycle::
     dp.set_service(id, fe, bes) # balance a frontend over backends (lb.py, bpf/lib/lb.h)
     dp.lb_entries()             # rows for `cilium-py bpf lb list`
     dp.set_trace_events(bits)   # trace / policy-verdict events on or off (bpf/lib/trace.h)
+    dp.attach_socket_lb(cgroup) # balance the node's own sockets (socklb.py, bpf/bpf_sock.c)
     dp.close()                  # release fds; programs stay attached, maps stay pinned
     dp.purge()                  # close + unpin every map (full teardown, tests)
 
 What outlives the agent: the programs attached to the host veths (tc holds
 them) and the pinned maps under ``bpf_root`` (cpy_lxc, cpy_ep_cfg, cpy_ct4,
 cpy_ct6, cpy_frag, cpy_metrics, cpy_drops, cpy_ipcache, cpy_policy, cpy_tunnel,
-cpy_node, cpy_lb_*). Traffic keeps
+cpy_node, cpy_lb_*), and the socket-LB links pinned there (cpy_sock_*,
+which keep the socket programs on their cgroup). Traffic keeps
 flowing, and policy stays enforced, while no agent runs.
 After a restart, ``start()`` compiles again and bcc reuses the pins; the agent
 then calls ``attach_endpoint`` for every endpoint it restores, which rewrites
@@ -61,6 +63,7 @@ from .lb import (
     LB_BACKEND,
     LB_CONN,
     LB_REV,
+    LB_SOCK_CFG,
     LB_SVC,
     LbBackendSpec,
     LbFrontend,
@@ -102,6 +105,7 @@ from .maps import (
 )
 from .overlay import TunnelTable, set_node_config
 from .policy import flags_dict, resolved_entries, resolved_flags
+from .socklb import SocketLB, netns_cookie
 from .tables import IpcacheTable, PolicyTable
 
 log = logging.getLogger("cilium_py.datapath")
@@ -150,6 +154,8 @@ class Datapath:
         self._ipcache: IpcacheTable | None = None
         self._tunnel: TunnelTable | None = None
         self._lbt: LbTable | None = None
+        self._socket_lb = SocketLB(self.options.bpf_root)
+        self._socket_lb_cgroup: str | None = None
         # Policy part of each endpoint's flags word, by endpoint id: survives a
         # re-attach, which rewrites the endpoint's config entries.
         self._policy_flags: dict[int, int] = {}
@@ -194,9 +200,11 @@ class Datapath:
                 self._loaded = None
 
     def purge(self) -> None:
-        """close() and unpin every map of this datapath (full teardown)."""
+        """close(), detach socket LB and unpin every map of this datapath (full
+        teardown)."""
         with self._lock:
             self.close()
+            self._socket_lb.detach()
             for name in self.options.specs():
                 path = os.path.join(self.bpf_root, name)
                 if os.path.exists(path):
@@ -671,6 +679,31 @@ class Datapath:
         """Balanced connections (cpy_lb_conn): client, frontend, chosen backend."""
         with self._lock:
             return list(self._lb().connections())
+
+    # -- socket-level load balancing (socklb.py, bpf/bpf_sock.c) ----------------
+
+    def attach_socket_lb(self, cgroup: str) -> dict[str, Any]:
+        """Balance the sockets of this network namespace's processes in ``cgroup``
+        (a cgroup v2 directory) at connect/sendmsg; replaces a previous agent's
+        programs in place."""
+        with self._lock:
+            if self._loaded is None:
+                raise DatapathError("datapath not started")
+            result = self._socket_lb.attach(self._loaded.bpf, cgroup, netns_cookie(),
+                                            self._map(LB_SOCK_CFG))
+            self._socket_lb_cgroup = cgroup
+            return result
+
+    def detach_socket_lb(self) -> int:
+        """Detach the socket programs (wherever a previous agent attached them)."""
+        with self._lock:
+            self._socket_lb_cgroup = None
+            return self._socket_lb.detach()
+
+    def socket_lb_status(self) -> dict[str, Any]:
+        """Where socket LB is attached (this agent's cgroup) and each hook's link."""
+        with self._lock:
+            return {"cgroup": self._socket_lb_cgroup, "hooks": self._socket_lb.status()}
 
     # -- counters and events --------------------------------------------------
 

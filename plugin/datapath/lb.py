@@ -46,10 +46,15 @@ LB_BACKEND = "cpy_lb_backend"
 LB_CONN = "cpy_lb_conn"
 LB_REV = "cpy_lb_rev"
 LB_AFFINITY = "cpy_lb_affinity"
+LB_SOCK_FWD = "cpy_lb_sock_fwd"  # bpf/bpf_sock.c
+LB_SOCK_REV = "cpy_lb_sock_rev"
+LB_SOCK_CFG = "cpy_lb_sock_cfg"
 LB_SVC_MAP_SIZE = 65536
 LB_BACKEND_MAP_SIZE = 65536
 LB_CONN_MAP_SIZE = 65536
 LB_AFFINITY_MAP_SIZE = 16384
+LB_SOCK_FWD_MAP_SIZE = 16384
+LB_SOCK_REV_MAP_SIZE = 65536
 
 
 class LbSvcKey(ctypes.Structure):
@@ -89,6 +94,19 @@ class LbAffinityValue(ctypes.Structure):
     _fields_ = [("backend_id", ctypes.c_uint32), ("last_used", ctypes.c_uint32)]
 
 
+class LbSockKey(ctypes.Structure):
+    """struct lb_sock_key (bpf/bpf_sock.c): a socket and a frontend or backend."""
+
+    _fields_ = [("cookie", ctypes.c_uint64), ("addr", Addr16), ("port", ctypes.c_uint16),
+                ("proto", ctypes.c_uint8), ("family", ctypes.c_uint8), ("pad", ctypes.c_uint32)]
+
+
+class LbSockCfg(ctypes.Structure):
+    """struct lb_sock_cfg: the network namespace whose sockets are balanced."""
+
+    _fields_ = [("netns_cookie", ctypes.c_uint64)]
+
+
 EVENT_LB_TRACE = 20  # bpf/lib/lb.h
 
 
@@ -104,7 +122,8 @@ class LbTraceEvent(ctypes.Structure):
 
 
 for _struct, _size in ((LbTraceEvent, 68), (LbSvcKey, 24), (LbSvcValue, 16), (LbBackend, 20),
-                       (LbTuple, 40), (LbNat, 32), (LbAffinityKey, 24), (LbAffinityValue, 8)):
+                       (LbTuple, 40), (LbNat, 32), (LbAffinityKey, 24), (LbAffinityValue, 8),
+                       (LbSockKey, 32), (LbSockCfg, 8)):
     assert ctypes.sizeof(_struct) == _size, (_struct.__name__, ctypes.sizeof(_struct))
 
 
@@ -120,6 +139,11 @@ def lb_map_specs() -> list[Any]:
         MapSpec(LB_REV, bpfsys.BPF_MAP_TYPE_LRU_HASH, LbTuple, LbNat, LB_CONN_MAP_SIZE),
         MapSpec(LB_AFFINITY, bpfsys.BPF_MAP_TYPE_LRU_HASH, LbAffinityKey, LbAffinityValue,
                 LB_AFFINITY_MAP_SIZE),
+        MapSpec(LB_SOCK_FWD, bpfsys.BPF_MAP_TYPE_LRU_HASH, LbSockKey, LbNat,
+                LB_SOCK_FWD_MAP_SIZE),
+        MapSpec(LB_SOCK_REV, bpfsys.BPF_MAP_TYPE_LRU_HASH, LbSockKey, LbNat,
+                LB_SOCK_REV_MAP_SIZE),
+        MapSpec(LB_SOCK_CFG, bpfsys.BPF_MAP_TYPE_ARRAY, ctypes.c_uint32, LbSockCfg, 1),
     ]
 
 

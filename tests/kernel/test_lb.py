@@ -176,17 +176,18 @@ def udp_many(dst: str, count: int, port: int = PORT) -> dict[str, int]:
 
 class Lab:
     def __init__(self, agent: RunningAgent, eps: dict, workers: dict, node: str, work: str,
-                 bpf_root: str) -> None:
+                 bpf_root: str, args: tuple[str, ...] = AGENT_ARGS) -> None:
         self.agent = agent
         self.eps = eps
         self.workers = workers
         self.node, self.work, self.bpf_root = node, work, bpf_root
+        self.args = args
 
     def restart(self, sig: int) -> None:
         """Stop the agent with ``sig`` (SIGKILL: a crash) and start it again on the same
         state directory and pins."""
         self.agent.stop(sig)
-        self.agent = start_agent(self.node, self.work, self.bpf_root, *AGENT_ARGS,
+        self.agent = start_agent(self.node, self.work, self.bpf_root, *self.args,
                                  timeout=START_TIMEOUT)
 
     def addr(self, name: str, fam: str = "ipv4") -> str:
