@@ -13,11 +13,14 @@ neither package imports the other for it.
 from __future__ import annotations
 
 import logging
+import os
+import selectors
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
+from gunicorn.workers.gthread import ThreadWorker
 
 from .logs import get_logger
 
@@ -33,6 +36,38 @@ class _QuietGunicornLogger(GunicornLogger):
         if ours:
             self.error_log.handlers[:] = ours
             self.error_log.propagate = False
+
+
+class PromptStopWorker(ThreadWorker):
+    """The gthread worker, but a SIGTERM ends its poll loop at once.
+
+    Stock gthread only looks at its ``alive`` flag when its 1 s poll times out, so every
+    stop (and every restart) of the agent or the driver waited up to a second for
+    nothing. The signal handler writes to a pipe the poll loop watches.
+    """
+
+    _wake: tuple[int, int] | None = None
+
+    def run(self) -> None:
+        self._wake = os.pipe()
+        for fd in self._wake:
+            os.set_blocking(fd, False)
+        self.poller.register(self._wake[0], selectors.EVENT_READ, self._drain)
+        super().run()
+
+    def _drain(self, fd: int) -> None:
+        try:
+            os.read(fd, 64)
+        except BlockingIOError:
+            pass
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        if self._wake is not None:
+            try:
+                os.write(self._wake[1], b"x")
+            except BlockingIOError:  # already woken
+                pass
 
 
 class UnixSocketServer(BaseApplication):
@@ -68,7 +103,7 @@ class UnixSocketServer(BaseApplication):
         settings = {
             "bind": f"unix:{self._socket}",
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": PromptStopWorker,
             "threads": self._threads,
             "umask": self.umask,
             "timeout": self.timeout,

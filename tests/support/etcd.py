@@ -74,7 +74,9 @@ class EtcdServer:
     def url(self) -> str:
         return f"etcd://{self.host}:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
+        """Wait for etcd to answer: on a loaded 2-CPU machine its first health check
+        took more than 20 s once, though it had elected itself leader within 1 s."""
         scheme = "https" if self.tls else "http"
         client = f"{scheme}://{self.host}:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"

@@ -275,7 +275,8 @@ def test_spec_1_1_0_verbs(cni_lab: CNILab) -> None:
     assert cni_lab.endpoint("cpytkeep-eth0").status_code == 404
 
 
-def test_status_when_the_agent_is_down(cni_lab: CNILab) -> None:
+def test_status_when_the_agent_is_down(private_cni_lab: CNILab) -> None:
+    cni_lab = private_cni_lab
     conf = cni_lab.conf({"cniVersion": "1.1.0", "name": "cpyt-cilium", **cni_lab.plugin_conf()})
     cni_lab.agent.stop()
     status = cni_lab.drive("raw", conf=conf, command="STATUS")
