@@ -24,6 +24,7 @@ NIGHTLY_ARGS: dict[str, list[str]] = {
     "bench_cni": ["--rounds", "50", "--startup-runs", "20"],
     "bench_datapath": ["--rounds", "2"],
     "bench_docker": ["--count", "20"],
+    "bench_envoy_floor": ["--rounds", "2", "--duration", "4"],
     "bench_kafka": ["--rounds", "2", "--messages", "300000", "--pings", "2000"],
     "bench_l7": ["--rounds", "2", "--duration", "4"],
 }
