@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from ..client.agent import endpoint_path
+from ..client.errors import AgentError, AgentUnreachable
 from . import args, ids, result, version
 from .errors import (
     CHECK_FAILED,
@@ -17,8 +19,8 @@ from .errors import (
     INVALID_NETWORK_CONFIG,
     PLUGIN_NOT_AVAILABLE,
     PLUGIN_NOT_AVAILABLE_LIMITED,
-    AgentUnreachable,
     CNIError,
+    calling,
     from_agent,
 )
 
@@ -26,15 +28,14 @@ TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.p
 if TYPE_CHECKING:
     from typing import Any
 
-    from .agent_client import AgentClient
+    from ..client.agent import AgentClient
     from .invocation import Environment, NetConf
     from .log import Log
 
     Doc = dict[str, Any]
 
+AGENT_TIMEOUT = 120.0  # creating an endpoint means netlink and map work in the agent
 STATUS_TIMEOUT = 10.0
-# DELETE answers: 404 means the endpoint is already gone, which DEL treats as done.
-_GONE_OK = (200, 202, 204, 404)
 
 
 def endpoint_request(env: Environment, conf: NetConf) -> Doc:
@@ -59,14 +60,20 @@ def add(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Doc:
         raise CNIError(INVALID_ENV, f"CNI_NETNS {env.netns} does not exist")
     ep_id = ids.endpoint_id(env.container_id, env.ifname)
     log.debug("creating endpoint", endpoint=ep_id, labels=body["labels"])
-    resp = client.put_endpoint(ep_id, body)
-    if resp.status not in (200, 201) or not isinstance(resp.body, dict):
-        raise from_agent(resp.status, resp.body, f"create endpoint {ep_id}")
-    ep = resp.body
+    path = endpoint_path(ep_id)
+    with calling(f"create endpoint {ep_id}"):
+        resp = client.request("PUT", path, body)
+        ep = client.answer(resp, "PUT", path, ok=(200, 201))
+    if not isinstance(ep, dict):
+        raise CNIError(INTERNAL, f"create endpoint {ep_id}: the agent's answer is not an "
+                       "endpoint", f"agent answered HTTP {resp.status}")
     ours = result.from_endpoint(ep, env.ifname, env.netns, conf.dns)
     if not ours["ips"]:
         # A result without an address breaks every runtime; undo rather than report it.
-        client.delete_endpoint(ep_id)
+        try:
+            client.delete_endpoint(ep_id)
+        except AgentError:
+            pass  # the missing address is the error to report
         raise CNIError(INTERNAL, f"the agent gave endpoint {ep_id} no address")
     if conf.prev_result:
         ours = result.merge(result.parse(conf.prev_result, conf.cni_version), ours)
@@ -78,11 +85,9 @@ def add(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Doc:
 def delete(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
     """Remove the endpoint; already gone (or never made) counts as success."""
     ep_id = ids.endpoint_id(env.container_id, env.ifname)
-    resp = client.delete_endpoint(ep_id)
-    if resp.status not in _GONE_OK:
-        raise from_agent(resp.status, resp.body, f"delete endpoint {ep_id}")
-    log.info("endpoint deleted" if resp.status != 404 else "endpoint already gone",
-             endpoint=ep_id)
+    with calling(f"delete endpoint {ep_id}"):
+        deleted = client.delete_endpoint(ep_id)
+    log.info("endpoint deleted" if deleted else "endpoint already gone", endpoint=ep_id)
 
 
 def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
@@ -94,17 +99,16 @@ def check(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> Non
         raise CNIError(INVALID_NETWORK_CONFIG, "CHECK needs the prevResult of the ADD")
     runtime_ns = require_netns(env.netns)
     ep_id = ids.endpoint_id(env.container_id, env.ifname)
-    resp = client.get_endpoint(ep_id)
-    if resp.status != 200 or not isinstance(resp.body, dict):
-        raise from_agent(resp.status, resp.body, f"get endpoint {ep_id}")
-    seen = client.get_interface(ep_id)
-    if seen.status != 200 or not isinstance(seen.body, dict):
-        raise from_agent(seen.status, seen.body, f"inspect the interface of endpoint {ep_id}")
+    with calling(f"get endpoint {ep_id}"):
+        ep = _object(client.get_endpoint(ep_id), f"get endpoint {ep_id}")
+    action = f"inspect the interface of endpoint {ep_id}"
+    with calling(action):
+        seen = _object(client.get_interface(ep_id), action)
     prev = result.parse(conf.prev_result, conf.cni_version)
-    problems = verdict.compare(prev, resp.body, verdict.observed_from_agent(seen.body),
+    problems = verdict.compare(prev, ep, verdict.observed_from_agent(seen),
                                env.ifname, env.netns,
                                result.expresses_link_routes(conf.cni_version))
-    agent_ns = seen.body.get("netns")
+    agent_ns = seen.get("netns")
     if isinstance(agent_ns, str) and not same_netns(runtime_ns, agent_ns):
         problems.insert(0, f"the agent attached endpoint {ep_id} to {agent_ns}, "
                            f"not to CNI_NETNS {env.netns}")
@@ -129,13 +133,14 @@ def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
         raise CNIError(INVALID_NETWORK_CONFIG, "GC needs 'cni.dev/valid-attachments'",
                        "refusing to guess: without the list every endpoint would go")
     valid = set(conf.valid_attachments)
-    resp = client.list_endpoints()
-    if resp.status != 200 or not isinstance(resp.body, list):
-        raise from_agent(resp.status, resp.body, "list endpoints")
+    with calling("list endpoints"):
+        listed = client.list_endpoints()
+    if not isinstance(listed, list):
+        raise CNIError(INTERNAL, "list endpoints: the agent's answer is not a list")
     failures: list[CNIError] = []
     removed = []
     other_networks = 0
-    for ep in resp.body:
+    for ep in listed:
         if not isinstance(ep, dict) or not ids.is_cni_endpoint(ep):
             continue
         if ep.get("network") != conf.name:
@@ -143,11 +148,12 @@ def gc(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> None:
             continue
         if (ep["container-id"], ep["interface-name"]) in valid:
             continue
-        gone = client.delete_endpoint(ep["id"])
-        if gone.status in _GONE_OK:
-            removed.append(ep["id"])
+        try:
+            client.delete_endpoint(ep["id"])
+        except AgentError as exc:
+            failures.append(from_agent(exc, f"delete endpoint {ep['id']}"))
         else:
-            failures.append(from_agent(gone.status, gone.body, f"delete endpoint {ep['id']}"))
+            removed.append(ep["id"])
     log.info("garbage collected", removed=removed, kept=len(valid), failed=len(failures),
              not_this_network=other_networks)
     if failures:
@@ -162,12 +168,14 @@ def status(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> No
     51 is reserved for a failing datapath, since only then may running containers
     lose connectivity; an unreachable agent leaves the loaded programs working.
     """
-    client.timeout = min(client.timeout, STATUS_TIMEOUT)
     try:
-        resp = client.health()
+        resp = client.health(timeout=min(client.timeout, STATUS_TIMEOUT))
     except AgentUnreachable as exc:
-        raise CNIError(PLUGIN_NOT_AVAILABLE, exc.msg, exc.details) from None
-    doc = resp.body if isinstance(resp.body, dict) else {}
+        unreachable = from_agent(exc, "health")
+        raise CNIError(PLUGIN_NOT_AVAILABLE, unreachable.msg, unreachable.details) from None
+    except AgentError as exc:
+        raise from_agent(exc, "health") from None
+    doc = _document(resp.content)
     if resp.status == 200 and doc.get("status") in ("ok", "degraded"):
         return
     subsystems = doc.get("subsystems") if isinstance(doc.get("subsystems"), dict) else {}
@@ -178,6 +186,23 @@ def status(env: Environment, conf: NetConf, client: AgentClient, log: Log) -> No
     details = "; ".join(f"{n}: {subsystems[n].get('message', '')}" for n in failing)
     raise CNIError(code, f"cilium-py agent is not healthy (failing: {failing or 'unknown'})",
                    details or f"healthz answered HTTP {resp.status}")
+
+
+def _object(doc: Any, action: str) -> Doc:
+    if not isinstance(doc, dict):
+        raise CNIError(INTERNAL, f"{action}: the agent's answer is not an object")
+    return doc
+
+
+def _document(raw: bytes) -> Doc:
+    """A health answer's JSON object; anything else (a proxy's page) reads as empty."""
+    from ..client import codec
+
+    try:
+        doc = codec.loads(raw) if raw.strip() else None
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}

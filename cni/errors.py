@@ -1,4 +1,4 @@
-"""CNI error codes, and the one place where agent failures become CNI errors.
+"""CNI error codes, and the one place where failed agent calls become CNI errors.
 
 Runtimes act on the numeric code (kubelet retries on 11, a STATUS of 50 stops new
 pods being scheduled), so every failure path ends as a :class:`CNIError` built here;
@@ -10,6 +10,8 @@ from __future__ import annotations
 TYPE_CHECKING = False  # the typing module costs start-up time; see invocation.py
 if TYPE_CHECKING:
     from typing import Any
+
+    from ..client import errors as client_errors
 
 # Well-known codes (CNI spec, "Error codes"); 0-99 are reserved for these.
 INCOMPATIBLE_VERSION = 1
@@ -63,31 +65,73 @@ _FIELD_TO_ENV = {
 }
 
 
-def from_agent(status: int, body: Any, action: str) -> CNIError:
-    """Map an agent error answer (``{"error", "fields"}`` with HTTP status) to CNI.
+def _unreachable_details(exc: client_errors.AgentUnreachable) -> str:
+    from ..client import errors as client_errors
 
-    ``action`` ("create endpoint", ...) prefixes the message so a runtime's event log
-    says what was being done. A DELETE's 404 never reaches here: it means success.
+    call = f"{exc.method} {exc.path}"
+    if exc.connecting:
+        return f"connect: {exc.cause}"
+    if exc.kind == client_errors.TIMEOUT:
+        return f"no answer to {call} in {exc.timeout}s"
+    if exc.kind == client_errors.CLOSED:
+        return f"{call}: connection closed without an answer"
+    return f"{call}: {exc.cause}"
+
+
+def from_agent(exc: client_errors.AgentError, action: str) -> CNIError:
+    """The one mapping from the client's typed failures to CNI codes.
+
+    ``action`` ("create endpoint", ...) prefixes the agent's refusals so a runtime's
+    event log says what was being done. A DELETE's 404 never reaches here: the client
+    reports it as success.
     """
-    doc = body if isinstance(body, dict) else {}
-    message = str(doc.get("error") or f"HTTP {status}")
-    fields = doc.get("fields") if isinstance(doc.get("fields"), dict) else {}
+    # Imported here, not at the top: VERSION imports this module and needs no client.
+    from ..client import errors as client_errors
+
+    if isinstance(exc, client_errors.AgentUnreachable):
+        return AgentUnreachable(exc.socket_path, _unreachable_details(exc))
+    if not isinstance(exc, client_errors.AgentRefused):
+        detail = getattr(exc, "detail", "")
+        return CNIError(INTERNAL, exc.message, detail)
+    fields = exc.fields
     details = "; ".join(f"{k}: {v}" for k, v in sorted(fields.items()))
-    msg = f"{action}: {message}"
-    if status == 400:
+    msg = f"{action}: {exc.reason}"
+    if isinstance(exc, client_errors.RefusedInvalidInput):
         envs = sorted({env for field, env in _FIELD_TO_ENV.items()
                        for key in fields if key == field or key.startswith(field + ".")})
         if envs:
             return CNIError(INVALID_ENV, f"{msg} (check {', '.join(envs)})", details)
         return CNIError(INVALID_NETWORK_CONFIG, msg, details)
-    if status == 404:
+    if isinstance(exc, client_errors.RefusedNotFound):
         return CNIError(UNKNOWN_CONTAINER, msg, details)
-    if status == 409:
-        # An exhausted pool clears as other containers go away: the runtime's retry
-        # is the right answer. Any other conflict needs an operator.
-        if doc.get("code") == "pool-exhausted" or "exhausted" in message.lower():
-            return CNIError(TRY_AGAIN_LATER, msg, details)
-        return CNIError(CONFLICT, msg, details)
-    if status in (502, 503, 504):
+    # An exhausted pool clears as other containers go away, and a 503 (or a gateway's
+    # 502/504) as the agent recovers: the runtime's retry is the right answer. Any
+    # other conflict needs an operator.
+    if isinstance(exc, client_errors.RefusedPoolExhausted | client_errors.RefusedUnavailable):
         return CNIError(TRY_AGAIN_LATER, msg, details)
-    return CNIError(INTERNAL, msg, details or f"agent answered HTTP {status}")
+    if isinstance(exc, client_errors.RefusedConflict):
+        return CNIError(CONFLICT, msg, details)
+    return CNIError(INTERNAL, msg, details or f"agent answered HTTP {exc.status}")
+
+
+class calling:  # noqa: N801 - used as a statement: ``with calling("create endpoint x"):``
+    """Turns a failed agent call inside the block into its CNI error.
+
+    A class, not :func:`contextlib.contextmanager`: contextlib would be one more import
+    on every exec.
+    """
+
+    __slots__ = ("action",)
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        from ..client.errors import AgentError
+
+        if isinstance(exc, AgentError):
+            raise from_agent(exc, self.action) from None
+        return False

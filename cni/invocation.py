@@ -7,7 +7,8 @@ refuse code 2. Nothing here talks to the agent, so every rule is unit-testable.
 
 from __future__ import annotations
 
-from . import codec, version
+from ..client import codec
+from . import version
 from .errors import (
     DECODING_FAILURE,
     INVALID_ENV,

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import codec
+from ..client import codec
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 

@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from . import codec, version
+from ..client import codec
+from . import version
 from .errors import INTERNAL, CNIError
 from .invocation import DEFAULT_LOG_FILE, decode, parse_netconf, peek_version, read_environment
 from .log import Log
@@ -50,15 +51,17 @@ def run(environ: Mapping[str, str], stdin: bytes, out: TextIO, log: Log) -> int:
         env = read_environment(environ)
         log.configure(log.path, "info", command=command, container=env.container_id,
                       ifname=env.ifname)
-        from . import commands  # only past VERSION, which needs none of it
-        from .agent_client import AgentClient
+        from ..client.agent import AgentClient  # only past VERSION, which needs none of it
+        from . import commands
 
         conf = parse_netconf(decode(stdin))
         cni_version = conf.cni_version
         # The config's log-file wins; without one, keep the default (or $CILIUM_PY_CNI_LOG).
         log_path = conf.log_file if "log-file" in conf.raw else log.path
         log.configure(log_path, conf.log_level, network=conf.name)
-        doc = commands.run(env, conf, AgentClient(conf.agent_socket), log)
+        client = AgentClient(conf.agent_socket, commands.AGENT_TIMEOUT,
+                             user_agent="cilium-py-cni")
+        doc = commands.run(env, conf, client, log)
         if doc is not None:
             _emit(out, doc)
         log.info(f"{command} done", ms=round((time.monotonic() - started) * 1000, 1))

@@ -12,8 +12,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-import requests
-
+from ..client.errors import AgentError
 from .client import AgentClient, CLIError
 
 PROTOCOLS = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6"}
@@ -155,15 +154,17 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
     connected_once = False
     while True:
         try:
-            resp = client.request("GET", "/v1/monitor", params=params, stream=True,
-                                  timeout=(5, 30))
+            # Heartbeats arrive well within 30 s: a longer silence is a lost agent.
+            resp = client.stream("GET", "/v1/monitor", params=params, timeout=30)
         except CLIError:
             if not connected_once:
                 raise
             time.sleep(0.5)  # the agent is restarting: keep trying
             continue
-        if resp.status_code != 200:
-            raise CLIError(f"agent answered {resp.status_code}: {resp.text.strip()}")
+        if resp.status != 200:
+            answer = resp.read()
+            resp.close()
+            raise CLIError(f"agent answered {answer.status}: {answer.text.strip()}")
         if connected_once:
             _say(args, "reconnected to the agent")
         connected_once = True
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
                 seen += 1
                 if args.count and seen >= args.count:
                     return 0
-        except (OSError, requests.RequestException, ValueError):
+        except (AgentError, ValueError):
             pass
         finally:
             resp.close()

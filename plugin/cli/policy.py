@@ -111,13 +111,14 @@ def run_trace(args: argparse.Namespace, client: AgentClient) -> int:
 
 
 def run_wait(args: argparse.Namespace, client: AgentClient) -> int:
-    resp = client.request("GET", f"/v1/policy/wait/{args.revision}",
-                          params={"timeout": str(args.timeout)}, timeout=args.timeout + 10)
-    doc = resp.json()
+    path = f"/v1/policy/wait/{args.revision}"
+    resp = client.request("GET", path, params={"timeout": str(args.timeout)},
+                          timeout=args.timeout + 10)
+    doc = client.answer(resp, "GET", path, ok=(200, 504))  # 504: not reached in time
     if args.output == "json":
         print_json(doc)
     elif doc.get("reached"):
         print(f"All endpoints run policy revision {args.revision}")
-    if resp.status_code != 200:
+    if resp.status != 200:
         raise CLIError(f"policy revision {args.revision} not reached in {args.timeout:g}s")
     return 0

@@ -423,7 +423,7 @@ class DockerEnv:
 
     def endpoint(self, ep_id: str) -> dict[str, Any] | None:
         resp = self.api().request("GET", f"/v1/endpoint/{ep_id}")
-        return resp.json() if resp.status_code == 200 else None
+        return resp.json() if resp.status == 200 else None
 
     def wait_identity(self, ep_id: str, timeout: float = 10) -> dict[str, Any]:
         """Wait until the watcher has replaced the init identity."""

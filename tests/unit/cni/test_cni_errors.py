@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from cilium_py.client.errors import refusal
 from cilium_py.cni import errors
-from cilium_py.cni.errors import CNIError, from_agent
+from cilium_py.cni.errors import CNIError
+
+
+def from_agent(status: int, body: object, action: str) -> CNIError:
+    """An agent's error answer, through the client's mapping and then the plugin's."""
+    raw = b"" if body is None else json.dumps(body).encode()
+    return errors.from_agent(refusal(status, raw), action)
 
 
 def test_error_json_has_the_spec_fields() -> None:
@@ -33,6 +42,8 @@ def test_well_known_codes_have_the_spec_numbers() -> None:
     (409, {"error": "whatever", "code": "pool-exhausted"}, 11),
     (409, {"error": "address 10.200.0.5 is held by another endpoint"}, 102),
     (503, {"error": "the BPF datapath is not running"}, 11),
+    (502, {"error": "bad gateway"}, 11),
+    (504, {"error": "gateway timeout"}, 11),
     (500, {"error": "internal error: KeyError"}, 100),
     (418, None, 100),
 ])
@@ -40,6 +51,13 @@ def test_agent_statuses_map_to_cni_codes(status: int, body: object, code: int) -
     err = from_agent(status, body, "create endpoint e1")
     assert err.code == code
     assert err.msg.startswith("create endpoint e1: ")
+
+
+def test_message_is_the_agents_error_and_details_its_fields() -> None:
+    err = from_agent(409, {"error": "address in use", "fields": {"b": "2", "a": "1"}}, "make")
+    assert (err.msg, err.details) == ("make: address in use", "a: 1; b: 2")
+    assert from_agent(418, None, "make").details == "agent answered HTTP 418"
+    assert from_agent(418, None, "make").msg == "make: HTTP 418"
 
 
 def test_env_errors_name_the_variable() -> None:

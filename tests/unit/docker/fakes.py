@@ -115,10 +115,10 @@ class FakeAgent:
     def list_endpoints(self) -> list[dict[str, Any]]:
         return list(self.endpoints.values())
 
-    def delete_endpoint(self, ep_id: str) -> None:
+    def delete_endpoint(self, ep_id: str) -> bool:
         self.calls.append(("delete_endpoint", ep_id))
         self._maybe_fail("delete_endpoint")
-        self.endpoints.pop(ep_id, None)
+        return self.endpoints.pop(ep_id, None) is not None
 
     def set_labels(self, ep_id: str, labels: list[str]) -> dict[str, Any]:
         self.calls.append(("set_labels", (ep_id, labels)))

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cilium_py.client.transport import Response
 from cilium_py.docker.agent_api import HTTPAgentAPI
 from cilium_py.docker.protocol import error_reply
 from cilium_py.errors import (
@@ -27,14 +28,14 @@ def _api(monkeypatch, resp: tuple[int, Any] | Exception) -> tuple[HTTPAgentAPI, 
     api = HTTPAgentAPI("/nonexistent.sock")
     seen: list = []
 
-    def request(method, path, body=None):
-        seen.append((method, path, body))
+    def request(method, path, payload=None, timeout=None):
+        seen.append((method, path, None if payload is None else json.loads(payload)))
         if isinstance(resp, Exception):
             raise resp
         status, doc = resp
         if doc is None:
-            return status, b""
-        return status, doc.encode() if isinstance(doc, str) else json.dumps(doc).encode()
+            return Response(status)
+        return Response(status, doc.encode() if isinstance(doc, str) else json.dumps(doc).encode())
 
     monkeypatch.setattr(api._transport, "request", request)
     return api, seen
@@ -58,7 +59,7 @@ def test_unreachable_agent_is_unavailable(monkeypatch):
 
 def test_delete_of_a_missing_endpoint_is_success(monkeypatch):
     api, seen = _api(monkeypatch, (404, {"error": "gone"}))
-    api.delete_endpoint("e1")
+    assert api.delete_endpoint("e1") is False
     api.release("10.201.0.9")
     assert [s[0] for s in seen] == ["DELETE", "DELETE"]
 

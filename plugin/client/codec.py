@@ -1,4 +1,4 @@
-"""JSON for a process that starts on every CNI exec: the C codec without ``json``'s imports.
+"""JSON for processes that start often (every CNI exec): the C codec without ``json``'s imports.
 
 ``import json`` costs about 6 ms here, most of it compiling the ``re`` patterns of the
 pure-Python fallback paths that the C accelerator (``_json``) makes unnecessary. That

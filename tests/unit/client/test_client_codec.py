@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cilium_py.cni import codec
+from cilium_py.client import codec
 
 DOCS = [
     {"a": [1, 2.5, None, True, False, "x\u00e9\n\"\\"], "b": {"c": -1e300, "d": 10**20}},
@@ -44,11 +44,11 @@ def test_invalid_input_is_value_error(text: str) -> None:
 
 def test_fresh_interpreter_never_imports_json_unless_input_is_bad() -> None:
     """As in the plugin's own process: -I -S, json not imported by anyone else."""
-    cni_dir = Path(codec.__file__).parent
+    pkg_dir = Path(codec.__file__).parent
     script = f"""
 import sys
-pkg = type(sys)("cni_pkg"); pkg.__path__ = [{str(cni_dir)!r}]; sys.modules["cni_pkg"] = pkg
-from cni_pkg import codec
+pkg = type(sys)("client_pkg"); pkg.__path__ = [{str(pkg_dir)!r}]; sys.modules["client_pkg"] = pkg
+from client_pkg import codec
 assert codec.loads(codec.dumps({{"a": [1, "b"]}})) == {{"a": [1, "b"]}}
 assert "json" not in sys.modules and "re" not in sys.modules, "json was imported"
 for bad in {BAD!r}:
