@@ -162,9 +162,13 @@ def run(args: argparse.Namespace, client: AgentClient) -> int:
             time.sleep(0.5)  # the agent is restarting: keep trying
             continue
         if resp.status != 200:
-            answer = resp.read()
-            resp.close()
-            raise CLIError(f"agent answered {answer.status}: {answer.text.strip()}")
+            try:
+                text = resp.read().text.strip()
+            except AgentError:
+                text = ""
+            finally:
+                resp.close()
+            raise CLIError(f"agent answered {resp.status}: {text}")
         if connected_once:
             _say(args, "reconnected to the agent")
         connected_once = True
