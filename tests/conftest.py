@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,3 +177,57 @@ def agent(node_netns: str, workdir: str, bpf_root: str) -> Iterator[RunningAgent
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def agent_in_new_node(*extra: str) -> Iterator[RunningAgent]:
+    """An agent in a node namespace, work dir and pin root of its own, all removed by
+    name at exit: for fixtures wider than one test, which cannot use the ones above."""
+    require_root()
+    node, bpf_path = unique("cpyt-node"), f"/sys/fs/bpf/{unique()}"
+    work = tempfile.mkdtemp(prefix="cpyt-")
+    subprocess.run(["ip", "netns", "add", node], check=True)
+    running = None
+    try:
+        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
+        running = start_agent(node, work, bpf_path, *extra)
+        yield running
+    finally:
+        if running is not None:
+            running.stop()
+        subprocess.run(["ip", "netns", "del", node], check=False)
+        shutil.rmtree(bpf_path, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_agent() -> Iterator[RunningAgent]:
+    """One agent shared by the tests of a module that each clean up what they make:
+    an agent start costs 7 to 10 s of BPF compile and verification."""
+    with agent_in_new_node() as running:
+        yield running
+
+
+def reset_agent(agent: RunningAgent, timeout: float = 15.0) -> None:
+    """Leave a shared agent as the next test expects it: no policy rule, no endpoint,
+    no allocated address, no endpoint veth on the node. Endpoints are deleted through
+    the API (their namespaces may be gone already, which the agent notices by itself
+    within about 2 s)."""
+    if agent.proc.poll() is not None:
+        return
+    agent.api("DELETE", "/v1/policy")  # 404 when there is none
+    for ep in agent.api("GET", "/v1/endpoint").json():
+        agent.api("DELETE", f"/v1/endpoint/{ep['id']}")
+    deadline = time.monotonic() + timeout
+    state: tuple[object, ...] = ()
+    while time.monotonic() < deadline:
+        links = subprocess.run(["ip", "-n", agent.netns, "-br", "link"], capture_output=True,
+                               text=True).stdout
+        state = ([ep["id"] for ep in agent.api("GET", "/v1/endpoint").json()],
+                 agent.api("GET", "/v1/ipam").json()["allocations"],
+                 [line.split()[0] for line in links.splitlines() if line.startswith("lxc")])
+        if state == ([], {}, []):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the shared agent still holds endpoints, addresses or veths "
+                         f"after {timeout} s: {state}")

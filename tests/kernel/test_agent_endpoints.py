@@ -12,14 +12,25 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import RunningAgent, start_agent, unique
+from tests.conftest import RunningAgent, reset_agent, start_agent, unique
 from tests.support import netns as nsh
 from tests.support.waiting import eventually
 
 PAYLOAD = os.urandom(256 * 1024)
+
+
+@pytest.fixture
+def agent(module_agent: RunningAgent) -> Iterator[RunningAgent]:
+    """The module's shared agent, reset after each test (no endpoint, address or rule
+    left); tests that need other flags or restarts start agents of their own."""
+    try:
+        yield module_agent
+    finally:
+        reset_agent(module_agent)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cilium_py.cni import install
+from tests.conftest import reset_agent
 
 HERE = Path(__file__).resolve().parent
 DRIVER_SRC = HERE / "libcni-driver"
@@ -125,23 +126,11 @@ class CNILab:
         self.netnses.append(name)
         return name
 
-    def cleanup(self, timeout: float = 15.0) -> None:
-        """Leave the agent as the lab found it, for the next test that shares it: no
-        namespace, no policy rule, no endpoint (an endpoint whose namespace is deleted
-        goes away within about 2 s, even when the test failed before its DEL)."""
+    def cleanup(self) -> None:
+        """Leave the agent as the lab found it, for the next test that shares it."""
         for name in self.netnses:
             delete_netns(name)
-        if self.agent.proc.poll() is not None:
-            return
-        self.agent.api("DELETE", "/v1/policy")  # 404 when there is none
-        deadline = time.monotonic() + timeout
-        left: list[str] = []
-        while time.monotonic() < deadline:
-            left = [ep["id"] for ep in self.agent.api("GET", "/v1/endpoint").json()]
-            if not left:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"endpoints outlived their namespaces by {timeout} s: {left}")
+        reset_agent(self.agent)
 
     # -- running things in the node ---------------------------------------------------------------
     def node_run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:

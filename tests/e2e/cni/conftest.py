@@ -1,24 +1,20 @@
 """Fixtures for the CNI end-to-end tests: the libcni driver and a lab around the agent.
 
-One agent per test module (``module_agent``): each CNI test adds and deletes its own
-containers, so they need not pay for an agent start each (7 to 10 s of BPF compile and
-verification; about 20 starts in these modules). Isolation comes from ``CNILab.cleanup``
-instead: it deletes the lab's namespaces, every policy rule, and waits until the agent
-holds no endpoint. A test that stops the agent uses ``private_cni_lab``, with an agent of
-its own.
+One agent per test module (``module_agent``, tests/conftest.py): each CNI test adds and
+deletes its own containers, so they need not pay for an agent start each (about 20 starts
+in these modules). Isolation comes from ``CNILab.cleanup`` instead: it deletes the lab's
+namespaces, then ``reset_agent`` removes every policy rule and endpoint. A test that
+stops the agent uses ``private_cni_lab``, with an agent of its own.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 
 import pytest
 from cni_e2e import CNILab, DriverUnavailable, build_driver
 
-from tests.conftest import RunningAgent, require_root, start_agent, unique
+from tests.conftest import RunningAgent, require_root
 
 
 @pytest.fixture(scope="session")
@@ -30,26 +26,6 @@ def libcni_driver() -> str:
         pytest.skip(str(exc))
     except RuntimeError as exc:
         pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="module")
-def module_agent() -> Iterator[RunningAgent]:
-    """An agent in its own node namespace, shared by the tests of one module."""
-    require_root()
-    node, bpf_root = unique("cpyt-node"), f"/sys/fs/bpf/{unique()}"
-    workdir = tempfile.mkdtemp(prefix="cpyt-")
-    subprocess.run(["ip", "netns", "add", node], check=True)
-    running = None
-    try:
-        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
-        running = start_agent(node, workdir, bpf_root)
-        yield running
-    finally:
-        if running is not None:
-            running.stop()
-        subprocess.run(["ip", "netns", "del", node], check=False)
-        shutil.rmtree(bpf_root, ignore_errors=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _lab(agent: RunningAgent, driver: str, workdir: str) -> Iterator[CNILab]:
