@@ -156,15 +156,8 @@ def cgroup():
 
 @pytest.fixture(scope="module")
 def lab(cgroup):
-    names: list[str] = []
-
-    def make(prefix: str) -> str:
-        n = unique(prefix)
-        subprocess.run(["ip", "netns", "add", n], check=True)
-        subprocess.run(["ip", "-n", n, "link", "set", "lo", "up"], check=True)
-        names.append(n)
-        return n
-
+    namespaces = nsh.NamespaceSet()
+    make = namespaces.make
     work = tempfile.mkdtemp(prefix="cpyt-")
     bpf_root = f"/sys/fs/bpf/{unique()}"
     args = ("--kafka-proxy", "false", "--l7-proxy", "false", "--socket-lb-cgroup", cgroup)
@@ -198,8 +191,7 @@ def lab(cgroup):
         if agent is not None:
             agent.stop()
         SocketLB(bpf_root).detach()  # before the cgroup goes (and with a test's failure)
-        for n in names:
-            subprocess.run(["ip", "netns", "del", n], check=False)
+        namespaces.close()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(bpf_root, ignore_errors=True)
 

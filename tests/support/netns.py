@@ -98,6 +98,24 @@ def delete_netns(name: str) -> None:
         sh("ip", "netns", "del", name, check=False)
 
 
+class NamespaceSet:
+    """The namespaces one fixture makes (loopback up), deleted by name at ``close``,
+    pass or fail: for fixtures that make them one by one as they go."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def make(self, prefix: str = "cpyt") -> str:
+        name = create_netns(unique_name(prefix), dad=True)
+        self.names.append(name)
+        return name
+
+    def close(self) -> None:
+        for name in self.names:
+            delete_netns(name)
+        self.names.clear()
+
+
 @contextlib.contextmanager
 def netns(prefix: str = "cpyt") -> Iterator[str]:
     name = create_netns(unique_name(prefix))

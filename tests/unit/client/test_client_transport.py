@@ -8,12 +8,13 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from cilium_py.client import errors
 from cilium_py.client.agent import AgentClient
+from tests.support.unix_answer import serve_once
 
 
 @pytest.fixture
@@ -23,28 +24,6 @@ def sock_dir() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def serve_once(path: str, answer: Callable[[socket.socket], None]) -> Callable[[], None]:
-    """One connection answered by ``answer``; returns the clean-up."""
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(1)
-
-    def once() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.recv(65536)
-            answer(conn)
-
-    t = threading.Thread(target=once, daemon=True)
-    t.start()
-
-    def stop() -> None:
-        t.join(5)
-        srv.close()
-
-    return stop
 
 
 def failure(client: AgentClient) -> errors.AgentError:

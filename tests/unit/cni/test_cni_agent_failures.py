@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from cilium_py.client.agent import AgentClient
 from cilium_py.client.errors import AgentError
 from cilium_py.cni.errors import INTERNAL, TRY_AGAIN_LATER, AgentUnreachable, CNIError, calling
+from tests.support.unix_answer import serve_once
 from tests.unit.cni.fake_agent import FakeAgent
 
 
@@ -23,23 +23,6 @@ def cni_failure(call: Callable[[], object]) -> CNIError:
     with pytest.raises(CNIError) as exc, calling("health"):
         call()
     return exc.value
-
-
-def serving(path: str, answer: Callable[[socket.socket], None]) -> tuple[socket.socket,
-                                                                       threading.Thread]:
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(1)
-
-    def once() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.recv(65536)
-            answer(conn)
-
-    t = threading.Thread(target=once)
-    t.start()
-    return srv, t
 
 
 def test_round_trip_against_the_fake(fake_agent: FakeAgent) -> None:
@@ -73,26 +56,25 @@ def test_hanging_agent_times_out(short_tmp: str) -> None:
 
 
 def test_agent_closing_without_answer(short_tmp: str) -> None:
-    srv, t = serving(os.path.join(short_tmp, "close.sock"), lambda conn: None)
+    path = os.path.join(short_tmp, "close.sock")
+    stop = serve_once(path, lambda conn: None)
     try:
-        err = cni_failure(AgentClient(srv.getsockname()).health)
+        err = cni_failure(AgentClient(path).health)
         assert err.code == TRY_AGAIN_LATER
         assert err.details == "GET /v1/healthz: connection closed without an answer"
     finally:
-        t.join()
-        srv.close()
+        stop()
 
 
 def test_garbage_answer_is_internal_error(short_tmp: str) -> None:
-    srv, t = serving(os.path.join(short_tmp, "junk.sock"),
-                     lambda conn: conn.sendall(b"SSH-2.0-OpenSSH\r\n"))
+    path = os.path.join(short_tmp, "junk.sock")
+    stop = serve_once(path, lambda conn: conn.sendall(b"SSH-2.0-OpenSSH\r\n"))
     try:
-        err = cni_failure(AgentClient(srv.getsockname()).health)
+        err = cni_failure(AgentClient(path).health)
         assert err.code == INTERNAL
         assert err.msg == "unreadable answer from the agent to GET /v1/healthz"
     finally:
-        t.join()
-        srv.close()
+        stop()
 
 
 def test_other_exceptions_pass_through() -> None:
