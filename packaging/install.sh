@@ -191,7 +191,7 @@ test_deps() {
     deps
     apt_install iperf3 sockperf busybox-static procps iputils-ping netcat-openbsd \
         docker.io golang-go golang-github-appc-cni-dev containernetworking-plugins \
-        etcd-server openssl curl wrk nghttp2-client nghttp2-server kcat gcc
+        etcd-server etcd-client openssl curl wrk nghttp2-client nghttp2-server kcat gcc
     [ "$(realpath -m "$TEST_VENV")" != "$(realpath -m "$VENV")" ] \
         || die "CILIUM_PY_TEST_VENV must not be the production virtualenv ($VENV)"
     make_venv "$TEST_VENV" "[test]" 1

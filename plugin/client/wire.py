@@ -34,10 +34,15 @@ def quote(text: str, safe: str = "") -> str:
 
 
 def with_query(path: str, params: Mapping[str, object] | None) -> str:
-    """``path?k=v&...`` with keys and values escaped; ``None`` values are left out."""
+    """``path?k=v&...`` with keys and values escaped; ``None`` values are left out and a
+    list or tuple repeats its key once per item (``--kafka-topic A --kafka-topic B``)."""
     if not params:
         return path
-    pairs = [f"{quote(str(k))}={quote(str(v))}" for k, v in params.items() if v is not None]
+    pairs = []
+    for key, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if item is not None:
+                pairs.append(f"{quote(str(key))}={quote(str(item))}")
     return f"{path}?{'&'.join(pairs)}" if pairs else path
 
 

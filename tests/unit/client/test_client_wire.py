@@ -86,3 +86,12 @@ def test_chunks_arrive_in_pieces_as_sent() -> None:
     head = read_head(reader)
     assert head is not None
     assert list(body_pieces(reader, head, "GET")) == [b"line1\n", b"\n"]
+
+
+def test_list_values_repeat_their_key() -> None:
+    # `policy trace --kafka-topic A --kafka-topic B` sends the key once per value, as
+    # requests did; the agent reads them with getlist.
+    assert with_query("/v1/policy/resolve", {"kafka-topic": ["a b", "c"], "x": None,
+                                                  "dport": 80}) == \
+        "/v1/policy/resolve?kafka-topic=a%20b&kafka-topic=c&dport=80"
+    assert with_query("/p", {"t": []}) == "/p"
