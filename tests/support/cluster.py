@@ -94,10 +94,14 @@ def until(cond: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -
 def build_cluster(extra_args: list[str]) -> Cluster:
     fabric = unique("cpyt-fab")
     nsh.create_netns(fabric)
-    nsh.ip(fabric, "link", "add", "br0", "type", "bridge")
-    nsh.ip(fabric, "link", "set", "br0", "up")
-    nsh.ip(fabric, "addr", "add", f"{FABRIC_V4}/24", "dev", "br0")
-    etcd = start_etcd(host=FABRIC_V4, netns=fabric)
+    try:
+        nsh.ip(fabric, "link", "add", "br0", "type", "bridge")
+        nsh.ip(fabric, "link", "set", "br0", "up")
+        nsh.ip(fabric, "addr", "add", f"{FABRIC_V4}/24", "dev", "br0")
+        etcd = start_etcd(host=FABRIC_V4, netns=fabric)
+    except BaseException:  # the cluster that would remove the fabric does not exist yet
+        nsh.delete_netns(fabric)
+        raise
     cluster = Cluster(etcd=etcd, fabric=fabric, nodes=[], extra_args=extra_args)
     cluster.namespaces.append(fabric)
     try:

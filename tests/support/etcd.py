@@ -160,9 +160,14 @@ def start_etcd(tls: bool = False, host: str = "127.0.0.1",
     server = EtcdServer(data_dir=data_dir, host=host, netns=netns)
     if netns:  # a namespace of its own: the well-known ports are free there
         server.client_port, server.peer_port = 2379, 2380
-    if tls:
-        server.tls = make_tls(data_dir)
-    server.start()
+    try:
+        if tls:
+            server.tls = make_tls(data_dir)
+        server.start()
+    except BaseException:  # an etcd that never answered must not outlive the test
+        server.stop(signal.SIGKILL)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
     return server
 
 
