@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -39,17 +37,11 @@ from cilium_py.proxy.envoy.rbac import http_rule_permission
 from cilium_py.proxy.envoy.supervisor import envoy_binary
 from cilium_py.proxy.redirects import INGRESS
 from tests.bench.bench_l7 import WRK_SCRIPT
-from tests.bench.common import median_range, require_root
+from tests.bench.common import free_port, median_range, require_root, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROUTE = INGRESS
 CLIENT = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _static_cluster(name: str, port: int) -> dict[str, Any]:
@@ -81,12 +73,13 @@ def stock_envoy(admin: str, listen: int, server: int) -> dict[str, Any]:
     return _bootstrap(admin, listen, hcm, _static_cluster("server", server))
 
 
-def agent_rbac() -> dict[str, Any]:
+def agent_rbac(port: int) -> dict[str, Any]:
     """RBAC rules shaped like ``rbac.redirect_policy`` writes for an ingress ``GET /.*``
-    rule from one peer address: destination address and port, then the HTTP match."""
+    rule from one peer address to ``port``: destination address and port, then the HTTP
+    match."""
     permission = {"and_rules": {"rules": [
         {"destination_ip": {"address_prefix": "127.0.0.1", "prefix_len": 32}},
-        {"destination_port": 0},  # replaced with the listener port
+        {"destination_port": port},
         http_rule_permission(HTTPRule(method="GET", path="/.*"))]}}
     principal = {"direct_remote_ip": {"address_prefix": CLIENT, "prefix_len": 32}}
     return {"action": "ALLOW", "policies": {"bench": {
@@ -96,10 +89,7 @@ def agent_rbac() -> dict[str, Any]:
 def cilium_py_envoy(paths: envoy_config.EnvoyPaths, listen: int, server: int
                     ) -> dict[str, Any]:
     """cilium-py's connection manager (``config._hcm``) and route file, static upstream."""
-    rules = agent_rbac()
-    perm = rules["policies"]["bench"]["permissions"][0]["and_rules"]["rules"]
-    perm[1]["destination_port"] = listen
-    route = envoy_config.route_config(ROUTE, rules, "1")
+    route = envoy_config.route_config(ROUTE, agent_rbac(listen), "1")
     with open(paths.routes(ROUTE), "w") as fh:
         json.dump(route, fh)
     hcm = envoy_config._hcm(paths, INGRESS, ROUTE, original_src=False)
@@ -125,16 +115,6 @@ def post_status(port: int) -> int:
     return int(res.stdout or 0)
 
 
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -155,7 +135,7 @@ def main() -> int:
         script = os.path.join(work, "report.lua")
         with open(script, "w") as fh:
             fh.write(WRK_SCRIPT)
-        ports = {m: _free_port() for m in modes}
+        ports = {m: free_port() for m in modes}
         procs = [subprocess.Popen(["taskset", "-c", str(args.server_cpu), sys.executable,
                                    "-m", "tests.bench.bench_l7", "--serve",
                                    str(ports["direct"])], cwd=ROOT)]

@@ -29,31 +29,14 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-from tests.bench.common import median_range, percentile
+from tests.bench.common import free_port, median_range, percentile, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOPIC_RULES = ({"role": "produce", "topic": "{t}"}, {"role": "consume", "topic": "{t}"})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pinned(cpu: int, *argv: str, **kw: Any) -> subprocess.Popen:
     return subprocess.Popen(["taskset", "-c", str(cpu), *argv], cwd=ROOT, **kw)
-
-
-def wait_port(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 def serve_proxy(listen: int, upstream: int, topic_prefix: str) -> None:

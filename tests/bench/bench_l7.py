@@ -222,7 +222,7 @@ def main() -> int:
     if not protocols or set(protocols) - set(PORTS):
         p.error(f"--protocols: choose from {', '.join(PORTS)}")
     modes = ("none", "l4", "l7")
-    results = {pr: {m: {"rps": [], "p50": [], "p99": [], "lp99": []} for m in modes}
+    results = {pr: {m: {"rps": [], "p50": [], "p99": []} for m in modes}
                for pr in protocols}
     ratios: dict[str, dict[str, dict[str, list[float]]]] = {
         pr: {m: {"rps": [], "p50_added": []} for m in modes} for pr in protocols}
@@ -279,7 +279,6 @@ def main() -> int:
                     this[pr][mode] = {"rps": load["rps"], "p50": one["p50"]}
                     r = results[pr][mode]
                     r["rps"].append(load["rps"])
-                    r["lp99"].append(load["p99"])
                     r["p50"].append(one["p50"])
                     r["p99"].append(one["p99"])
                     print(f"round {rnd + 1} {pr} {mode:4}: {load['rps']:8.0f} req/s "
